@@ -1,0 +1,268 @@
+"""Settings and secrets: every tunable of the service, validated once and passed down.
+
+Daemons never read the environment or files for their configuration. control/ turns
+`HERO_ONBOARDING_*` variables and CLI flags into one frozen `Settings` (and resolves `Secrets`)
+and hands both to whatever it starts, so a test can build a daemon with any settings it likes
+and two daemons in one process can never disagree about a value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final, get_type_hints
+from urllib.parse import urlsplit
+
+ENV_PREFIX: Final = "HERO_ONBOARDING_"
+MODES: Final = ("production", "sandbox")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+# Stripe accepts at most 8 digits for an amount in minor units (USD 999,999.99).
+STRIPE_MAX_AMOUNT: Final = 99_999_999
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with; the message names setting and value."""
+
+
+class StartupError(RuntimeError):
+    """A daemon cannot start as configured (port taken, database unusable); says which and why."""
+
+
+# --- validators: each takes the parsed value and returns it (normalised) or raises ValueError ---
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a TCP port between 1 and 65535")
+    return value
+
+
+def _host(value: str) -> str:
+    if not value or any(ch.isspace() for ch in value) or "/" in value:
+        raise ValueError("must be an IP address or a host name")
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError("has an invalid port") from exc
+    return value.rstrip("/")
+
+
+def _optional_http_url(value: str | None) -> str | None:
+    return None if value in (None, "") else _http_url(value)
+
+
+def _currency(value: str) -> str:
+    value = value.lower()
+    if not re.fullmatch(r"[a-z]{3}", value):
+        raise ValueError("must be a three-letter ISO 4217 code such as usd")
+    return value
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        value = value.lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+def _between(low: float, high: float, unit: str = "") -> Callable[[Any], Any]:
+    def check(value: float) -> float:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {_number(low)} and {_number(high)}{unit}")
+        return value
+
+    return check
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _setting(default: Any = None, *, help: str, check: Callable[[Any], Any] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one installation runs with. Built by `load_settings`; never mutated."""
+
+    home: Path = _setting(help="Hero home directory (default ~/hero)")
+    data_dir: Path = _setting(
+        help="where the database and logs live (default <home>/var/hero_onboarding)"
+    )
+    socket_dir: Path = _setting(
+        help="Hero socket root (default $HERO_SOCKET_DIR or <home>/var/sockets)"
+    )
+    host: str = _setting("127.0.0.1", help="address the public daemon listens on", check=_host)
+    port: int = _setting(8780, help="port the public daemon listens on", check=_port)
+    public_url: str = _setting(
+        help="URL users reach the public daemon at (default http://<host>:<port>)", check=_http_url
+    )
+    mode: str = _setting(
+        "production",
+        help="production, or sandbox (local Stripe, no real money)",
+        check=_one_of(MODES),
+    )
+    currency: str = _setting("usd", help="currency credits are sold and kept in", check=_currency)
+    amount_min: int = _setting(
+        500, help="smallest purchase, minor units", check=_between(1, STRIPE_MAX_AMOUNT)
+    )
+    amount_max: int = _setting(
+        100_000, help="largest purchase, minor units", check=_between(1, STRIPE_MAX_AMOUNT)
+    )
+    stripe_api_base: str | None = _setting(
+        help="Stripe API base URL (default: real Stripe)", check=_optional_http_url
+    )
+    webhook_max_bytes: int = _setting(
+        1 << 20, help="largest webhook body accepted", check=_between(1024, 64 << 20, " bytes")
+    )
+    webhook_tolerance_s: int = _setting(
+        300, help="oldest webhook signature timestamp accepted", check=_between(1, 3600, " s")
+    )
+    db_busy_timeout_ms: int = _setting(
+        5000, help="how long a write waits for another process's lock", check=_between(0, 600_000)
+    )
+    write_timeout_s: float = _setting(
+        15.0, help="how long a request waits for its write to be durable", check=_between(0.1, 600)
+    )
+    delivery_retention_days: int = _setting(
+        30, help="how long webhook delivery records are kept", check=_between(1, 3650, " days")
+    )
+    shutdown_timeout_s: float = _setting(
+        5.0, help="grace period for in-flight requests on stop", check=_between(0.1, 300, " s")
+    )
+    log_level: str = _setting(
+        "info", help="debug, info, warning or error", check=_one_of(LOG_LEVELS)
+    )
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "onboarding.db"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+def setting_names() -> list[str]:
+    """Every setting, in declaration order: the CLI builds one flag per name."""
+    return [f.name for f in fields(Settings)]
+
+
+def setting_help(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(Settings) if f.name == name)
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse(kind: object, text: str) -> Any:
+    """Turn the text of a flag or variable into the field's type, or raise ValueError."""
+    text = text.strip()
+    if kind is int:
+        if not re.fullmatch(r"[+-]?\d+", text):
+            raise ValueError("must be a whole number")
+        return int(text)
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("must be a number") from None
+    if kind is Path:
+        if not text:
+            raise ValueError("must be a path")
+        return Path(text).expanduser().absolute()
+    return text
+
+
+def load_settings(
+    env: Mapping[str, str], flags: Mapping[str, str | None] | None = None
+) -> Settings:
+    """Build Settings from defaults, then `HERO_ONBOARDING_*` variables, then CLI flags.
+
+    Raises ConfigError naming the flag or variable whose value is wrong, and why.
+    """
+    flags = flags or {}
+    hints = get_type_hints(Settings)
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        source, text = flag_name(f.name), flags.get(f.name)
+        if text is None:
+            source, text = env_name(f.name), env.get(env_name(f.name))
+        if text is None:
+            continue
+        try:
+            value = _parse(hints[f.name], text)
+            check = f.metadata["check"]
+            values[f.name] = check(value) if check else value
+        except ValueError as exc:
+            raise ConfigError(f"{source}={text!r}: {exc}") from None
+
+    home = values.setdefault("home", Path(env.get("HOME") or Path.home()) / "hero")
+    values.setdefault("data_dir", home / "var" / "hero_onboarding")
+    socket_root = env.get("HERO_SOCKET_DIR")
+    values.setdefault(
+        "socket_dir",
+        Path(socket_root).expanduser().absolute() if socket_root else home / "var" / "sockets",
+    )
+    values.setdefault(
+        "public_url",
+        f"http://{_url_host(values.get('host', '127.0.0.1'))}:{values.get('port', 8780)}",
+    )
+    settings = Settings(**values)
+    if settings.amount_min > settings.amount_max:
+        raise ConfigError(
+            f"amount_min ({settings.amount_min}) is larger than amount_max ({settings.amount_max})"
+        )
+    return settings
+
+
+def _url_host(host: str) -> str:
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:
+        return host
+
+
+@dataclass(frozen=True, repr=False)
+class Secret:
+    """A credential. Its repr and str never show the value; only `reveal()` does."""
+
+    _value: str
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Credentials resolved by control/ at each daemon's boot (hero_proc, then env)."""
+
+    webhook_signing_keys: tuple[Secret, ...] = ()
+    stripe_secret_key: Secret | None = None
+    stripe_publishable_key: Secret | None = None

@@ -1,0 +1,1 @@
+"""The command line: builds Settings and Secrets, starts and supervises the daemons."""

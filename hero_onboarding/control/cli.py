@@ -1,0 +1,107 @@
+"""`hero-onboarding`: the one entry point operators and service units use."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Final, NoReturn
+
+import click
+
+from .. import __version__
+from ..config import (
+    ConfigError,
+    StartupError,
+    env_name,
+    flag_name,
+    load_settings,
+    setting_help,
+    setting_names,
+)
+from ..daemon.server import serve
+from .foreground import run_until_signalled
+from .logs import configure_logging
+from .secrets import SecretsError, secrets_from_env
+
+PROG: Final = "hero-onboarding"
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1  # the command ran and failed (a daemon could not start, ...)
+EXIT_USAGE: Final = 2  # bad flags, invalid settings, missing secrets: fix the invocation
+
+EXIT_CODES_HELP: Final = f"""\b
+Exit codes:
+  {EXIT_OK}  success
+  {EXIT_FAILURE}  the command failed (for example a daemon could not start)
+  {EXIT_USAGE}  bad usage, an invalid setting, or a missing secret
+
+\b
+Every setting can also come from a HERO_ONBOARDING_<NAME> environment variable;
+a flag wins over the variable.
+"""
+
+
+def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One string flag per Settings field; config.load_settings parses and validates them."""
+    for name in reversed(setting_names()):
+        command = click.option(
+            flag_name(name),
+            name,
+            default=None,
+            metavar="VALUE",
+            help=f"{setting_help(name)} [env {env_name(name)}]",
+        )(command)
+    return command
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
+@click.version_option(__version__, prog_name=PROG)
+def cli() -> None:
+    """Hero onboarding: Mycelium login, prepaid credits through Stripe, balances."""
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@settings_options
+def server(**flags: str | None) -> None:
+    """Run the public web daemon in the foreground (what service units exec).
+
+    Needs STRIPE_WEBHOOK_SIGNING_KEY (comma-separated to accept several during a rotation).
+    Stops cleanly on SIGTERM or SIGINT.
+    """
+    settings = load_settings(os.environ, flags)
+    secrets = secrets_from_env(os.environ)
+    configure_logging(settings.log_level, "server")
+    run_until_signalled(partial(serve, settings, secrets))
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console-script entry: one line on stderr and a documented exit code for every failure."""
+    try:
+        cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        _fail(EXIT_USAGE if exc.exit_code == 2 else EXIT_FAILURE, exc.format_message())
+    except click.exceptions.Abort:
+        _fail(EXIT_FAILURE, "aborted")
+    except (ConfigError, SecretsError) as exc:
+        _fail(EXIT_USAGE, str(exc))
+    except StartupError as exc:
+        _fail(EXIT_FAILURE, str(exc))
+    except KeyboardInterrupt:
+        _fail(EXIT_FAILURE, "interrupted")
+    except Exception as exc:  # a bug: say what, keep the traceback for --log-level debug
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        _fail(EXIT_FAILURE, f"unexpected error: {type(exc).__name__}: {exc}")
+    sys.exit(EXIT_OK)
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(code)

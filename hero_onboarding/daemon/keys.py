@@ -1,0 +1,16 @@
+"""Typed keys for what the app factory hands its handlers (no module-level state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ..config import Settings
+from ..payments.base import WebhookParser
+from ..store import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+STRIPE = web.AppKey("stripe", WebhookParser)
+CLOCK = web.AppKey("clock", Callable[[], float])

@@ -1,0 +1,77 @@
+"""Running the public daemon until told to stop (what `hero-onboarding server` does)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from aiohttp import web
+
+from ..config import Secrets, Settings, StartupError
+from ..payments.stripe_provider import StripeWebhooks
+from ..store import Store, StoreError
+from .app import create_app
+
+log = logging.getLogger(__name__)
+
+
+def stripe_livemode(secrets: Secrets) -> bool | None:
+    """Which Stripe mode our API key is for (None when no key is configured yet)."""
+    if secrets.stripe_secret_key is None:
+        return None
+    key = secrets.stripe_secret_key.reveal()
+    if key.startswith(("sk_live_", "rk_live_")):
+        return True
+    if key.startswith(("sk_test_", "rk_test_")):
+        return False
+    return None
+
+
+async def serve(settings: Settings, secrets: Secrets, stop: asyncio.Event) -> None:
+    """Open the store, listen, serve until `stop` is set, then drain and close.
+
+    In-flight requests get `settings.shutdown_timeout_s` to finish; writes they queued are
+    committed before the store closes. Raises StartupError when it cannot begin.
+    """
+    try:
+        store = await Store.open(
+            settings.db_path,
+            busy_timeout_ms=settings.db_busy_timeout_ms,
+            write_timeout_s=settings.write_timeout_s,
+        )
+    except StoreError as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        webhooks = StripeWebhooks(
+            secrets.webhook_signing_keys,
+            tolerance_s=settings.webhook_tolerance_s,
+            livemode=stripe_livemode(secrets),
+        )
+        app = create_app(settings, store, webhooks)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, settings.host, settings.port)
+            try:
+                await site.start()
+            except OSError as exc:
+                reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+                raise StartupError(
+                    f"cannot listen on {settings.host}:{settings.port}: {reason}"
+                ) from exc
+            log.info(
+                "listening on %s:%d (public URL %s, %s mode, database %s)",
+                settings.host,
+                settings.port,
+                settings.public_url,
+                settings.mode,
+                settings.db_path,
+            )
+            await stop.wait()
+            log.info("stopping: finishing in-flight requests")
+        finally:
+            await runner.cleanup()
+    finally:
+        await store.close()
+    log.info("stopped")

@@ -1,0 +1,142 @@
+"""POST /webhooks/stripe: verify, fulfil, record, answer — in that order, durably.
+
+The answer is Stripe's cue: 2xx means "done, never send this again", anything else means
+"retry later". So we answer 2xx only after the credit (or the decision not to credit) and the
+delivery record are committed together, 401 for anything not provably from Stripe, and 500 when
+we failed, so Stripe retries until we can take it.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import apsw
+from aiohttp import web
+
+from ..billing import Fulfilment, Outcome, apply_event
+from ..payments.base import InvalidPayload, InvalidSignature, ProviderEvent
+from ..store import deliveries
+from ..store.deliveries import Delivery
+from .keys import CLOCK, SETTINGS, STORE, STRIPE
+
+log = logging.getLogger(__name__)
+
+# Every verified delivery gets a 2xx; these outcomes deserve an operator's eye in the log.
+_NOTEWORTHY = (Outcome.UNMATCHED,)
+
+
+async def stripe_webhook(request: web.Request) -> web.Response:
+    app = request.app
+    settings, store, parser = app[SETTINGS], app[STORE], app[STRIPE]
+    received_at = int(app[CLOCK]())
+    provider = parser.name
+    rejected = partial(_reject, request, provider=provider, received_at=received_at)
+
+    too_large = f"body larger than {settings.webhook_max_bytes} bytes"
+    if (request.content_length or 0) > settings.webhook_max_bytes:
+        return await rejected(413, too_large)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return await rejected(413, too_large)
+
+    try:
+        event = parser.parse_webhook(body, request.headers)
+    except InvalidSignature as exc:
+        return await rejected(401, str(exc))
+    except InvalidPayload as exc:
+        return await rejected(400, str(exc), verified=True)
+
+    try:
+        result: Fulfilment = await store.write(
+            partial(_fulfil_and_record, event=event, received_at=received_at)
+        )
+    except Exception as exc:
+        if isinstance(exc, TimeoutError | apsw.BusyError):
+            log.error(
+                "webhook %s %s: database busy or slow: %s", event.event_id, event.raw_type, exc
+            )
+        else:
+            log.exception("webhook %s %s: fulfilment failed", event.event_id, event.raw_type)
+        await _record_quietly(
+            request,
+            Delivery(
+                received_at=received_at,
+                provider=provider,
+                verified=True,
+                outcome="error",
+                detail=f"{type(exc).__name__}: {exc}"[:500],
+                event_id=event.event_id,
+                type=event.raw_type,
+            ),
+        )
+        return _error(500, "internal error; the delivery will be retried")
+
+    level = logging.WARNING if result.outcome in _NOTEWORTHY else logging.INFO
+    log.log(
+        level,
+        "webhook %s %s: %s%s%s",
+        event.event_id,
+        event.raw_type,
+        result.outcome,
+        f" {result.amount:+d} {event.currency} sid={result.sid}" if result.amount else "",
+        f" ({result.detail})" if result.detail else "",
+    )
+    return web.json_response({"received": True, "outcome": result.outcome.value})
+
+
+def _fulfil_and_record(
+    conn: apsw.Connection, *, event: ProviderEvent, received_at: int
+) -> Fulfilment:
+    """One transaction: the ledger change and the delivery record that explains it."""
+    result = apply_event(conn, event, now=received_at)
+    deliveries.record(
+        conn,
+        Delivery(
+            received_at=received_at,
+            provider=event.provider,
+            verified=True,
+            outcome=result.outcome.value,
+            detail=result.detail,
+            event_id=event.event_id,
+            type=event.raw_type,
+        ),
+    )
+    return result
+
+
+async def _reject(
+    request: web.Request,
+    status: int,
+    reason: str,
+    *,
+    provider: str,
+    received_at: int,
+    verified: bool = False,
+) -> web.Response:
+    log.warning("webhook rejected (%d): %s", status, reason)
+    await _record_quietly(
+        request,
+        Delivery(
+            received_at=received_at,
+            provider=provider,
+            verified=verified,
+            outcome="rejected",
+            detail=f"{status}: {reason}",
+        ),
+    )
+    return _error(status, reason)
+
+
+async def _record_quietly(request: web.Request, delivery: Delivery) -> None:
+    """Record a delivery we are refusing; failing to record must not change the answer."""
+    app = request.app
+    try:
+        await app[STORE].write(partial(deliveries.record, delivery=delivery))
+    except Exception as exc:
+        log.error("could not record webhook delivery (%s): %s", delivery.outcome, exc)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)

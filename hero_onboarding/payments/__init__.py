@@ -1,0 +1,1 @@
+"""Payment providers behind one Protocol (payments.base), and their webhook parsing."""

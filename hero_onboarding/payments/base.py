@@ -1,0 +1,78 @@
+"""What every payment provider offers, and the normalised event the ledger understands.
+
+billing.fulfil() sees only ProviderEvent, so Stripe, ClickPesa and the stub differ only here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class EventKind(StrEnum):
+    PAID = "paid"  # money received: credit `amount` once per payment
+    PENDING = "pending"  # buyer finished, a delayed payment method is still settling
+    FAILED = "failed"  # the delayed payment failed
+    EXPIRED = "expired"  # the checkout can no longer be paid
+    REFUNDED = "refunded"  # `amount` is the running total refunded on payment `external_ref`
+    IGNORED = "ignored"  # verified, but nothing for us to do (`note` says why)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEvent:
+    """A provider's report, reduced to what fulfilment needs.
+
+    `external_ref` names the payment (Stripe: the payment_intent id) and is what makes credits
+    unique; `amount` is always the provider's figure, never one a browser sent.
+    """
+
+    provider: str
+    kind: EventKind
+    event_id: str
+    raw_type: str
+    checkout_id: str | None = None
+    external_ref: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    sid: str | None = None
+    livemode: bool | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkout:
+    """A hosted payment page the buyer is sent to."""
+
+    id: str
+    url: str
+    expires_at: int | None
+
+
+class InvalidSignature(ValueError):
+    """The webhook is not provably from the provider (missing, wrong or stale signature)."""
+
+
+class InvalidPayload(ValueError):
+    """The webhook is signed but its body is not an event we can read."""
+
+
+class WebhookParser(Protocol):
+    """The part of a provider the webhook endpoint needs."""
+
+    name: str
+
+    def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        """Verify and normalise one delivery; raise InvalidSignature or InvalidPayload."""
+        ...
+
+
+class PaymentProvider(WebhookParser, Protocol):
+    """A full provider: creates hosted checkouts and reports on them."""
+
+    async def create_checkout(
+        self, *, sid: str, address: str, amount: int, currency: str, idempotency_key: str
+    ) -> Checkout: ...
+
+    async def retrieve_checkout(self, checkout_id: str) -> ProviderEvent | None: ...

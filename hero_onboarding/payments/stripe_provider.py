@@ -1,0 +1,204 @@
+"""Stripe: webhook verification and normalisation (Checkout Sessions and refunds).
+
+The signature is checked with the SDK's `stripe.WebhookSignature.verify_header`; the body is then
+read with `json`, not `stripe.Webhook.construct_event`, whose StripeObject tree costs ~50x the
+check itself (DESIGN.md, Payments) and would cap the webhook endpoint on one core.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Final
+
+import stripe
+
+from ..config import Secret
+from .base import EventKind, InvalidPayload, InvalidSignature, ProviderEvent
+
+PROVIDER: Final = "stripe"
+SIGNATURE_HEADER: Final = "Stripe-Signature"
+
+# The SDK reports why a header failed only in its message; these prefixes pick ours.
+_SDK_REASONS: Final = (
+    ("Unable to extract timestamp", "malformed Stripe-Signature header"),
+    ("No signatures found with expected scheme", "no v1 signature in Stripe-Signature header"),
+    ("No signatures found matching", "signature does not match any configured signing secret"),
+)
+
+
+class StripeWebhooks:
+    """Verifies Stripe webhook deliveries against one or more signing secrets.
+
+    Several secrets are accepted at once so one can be rolled without dropping deliveries:
+    Stripe signs with both during the overlap, and any one matching is enough. With `livemode`
+    set, events from the other mode are verified but ignored.
+    """
+
+    name: str = PROVIDER
+
+    def __init__(
+        self,
+        signing_secrets: Sequence[Secret],
+        *,
+        tolerance_s: int = 300,
+        livemode: bool | None = None,
+    ) -> None:
+        if not signing_secrets:
+            raise ValueError("at least one webhook signing secret is required")
+        if tolerance_s <= 0:  # the SDK treats 0 as "no age check": never allow that
+            raise ValueError("tolerance_s must be positive")
+        self._secrets = tuple(signing_secrets)
+        self._tolerance_s = tolerance_s
+        self._livemode = livemode
+
+    def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        header = headers.get(SIGNATURE_HEADER)
+        if not header:
+            raise InvalidSignature("missing Stripe-Signature header")
+        try:
+            payload = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidSignature(
+                "body is not UTF-8, so it cannot carry a valid signature"
+            ) from None
+        self._verify(payload, header)
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            raise InvalidPayload("signed body is not JSON") from None
+        normalised = normalise_event(event)
+        if self._livemode is not None and normalised.livemode is not self._livemode:
+            # A test-mode payment must never credit a live account, nor the other way round.
+            return replace(
+                normalised,
+                kind=EventKind.IGNORED,
+                note=f"livemode={normalised.livemode}; this service takes {self._livemode}",
+            )
+        return normalised
+
+    def _verify(self, payload: str, header: str) -> None:
+        reasons: list[str] = []
+        for secret in self._secrets:
+            try:
+                stripe.WebhookSignature.verify_header(
+                    payload, header, secret.reveal(), self._tolerance_s
+                )
+            except stripe.SignatureVerificationError as exc:
+                reasons.append(self._reason(str(exc)))
+            else:
+                return
+        stale = f"signature timestamp is older than {self._tolerance_s} s"
+        # A stale signature that matched a secret is the most precise thing we can say.
+        raise InvalidSignature(stale if stale in reasons else reasons[0])
+
+    def _reason(self, sdk_message: str) -> str:
+        if sdk_message.startswith("Timestamp outside the tolerance zone"):
+            return f"signature timestamp is older than {self._tolerance_s} s"
+        for prefix, reason in _SDK_REASONS:
+            if sdk_message.startswith(prefix):
+                return reason
+        return "invalid Stripe-Signature header"
+
+
+_CHECKOUT_KINDS: Final[dict[str, EventKind]] = {
+    "checkout.session.async_payment_succeeded": EventKind.PAID,
+    "checkout.session.async_payment_failed": EventKind.FAILED,
+    "checkout.session.expired": EventKind.EXPIRED,
+}
+
+
+def normalise_event(event: Any) -> ProviderEvent:
+    """Reduce a verified Stripe event (parsed JSON) to a ProviderEvent.
+
+    Raises InvalidPayload when the event lacks what its type promises (Stripe never sends such
+    a thing; a signed one means a bug or a leaked secret, and must not be credited).
+    """
+    if not isinstance(event, dict) or event.get("object") != "event":
+        raise InvalidPayload("signed body is not a Stripe event object")
+    event_id, event_type = event.get("id"), event.get("type")
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if (
+        not isinstance(event_id, str)
+        or not isinstance(event_type, str)
+        or not isinstance(obj, dict)
+    ):
+        raise InvalidPayload("Stripe event lacks id, type or data.object")
+    livemode = event.get("livemode") if isinstance(event.get("livemode"), bool) else None
+    base: dict[str, Any] = {
+        "provider": PROVIDER,
+        "event_id": event_id,
+        "raw_type": event_type,
+        "livemode": livemode,
+    }
+
+    if event_type == "checkout.session.completed":
+        status = obj.get("payment_status")
+        if status == "paid":
+            return _checkout_event(base, EventKind.PAID, obj)
+        if status == "unpaid":
+            return _checkout_event(base, EventKind.PENDING, obj)
+        return ProviderEvent(
+            **base, kind=EventKind.IGNORED, note=f"payment_status {status!r}: nothing to credit"
+        )
+    if event_type in _CHECKOUT_KINDS:
+        return _checkout_event(base, _CHECKOUT_KINDS[event_type], obj)
+    if event_type == "charge.refunded":
+        return _refund_event(base, obj)
+    return ProviderEvent(**base, kind=EventKind.IGNORED, note="event type not handled")
+
+
+def _checkout_event(
+    base: dict[str, Any], kind: EventKind, session: dict[str, Any]
+) -> ProviderEvent:
+    checkout_id = session.get("id")
+    if not isinstance(checkout_id, str) or not checkout_id:
+        raise InvalidPayload(f"{base['raw_type']} without a session id")
+    amount, currency = session.get("amount_total"), session.get("currency")
+    if kind is EventKind.PAID and not (
+        _is_int(amount) and amount > 0 and isinstance(currency, str) and currency
+    ):
+        raise InvalidPayload(f"{base['raw_type']} without a positive amount_total and currency")
+    metadata = session.get("metadata")
+    sid = session.get("client_reference_id") or (
+        metadata.get("sid") if isinstance(metadata, dict) else None
+    )
+    # Credits are keyed on the payment (PaymentIntent); a paid session always has one, but if
+    # a provider ever omits it the session id is as unique (one payment per session).
+    payment = _id_of(session.get("payment_intent")) or checkout_id
+    return ProviderEvent(
+        **base,
+        kind=kind,
+        checkout_id=checkout_id,
+        external_ref=payment,
+        amount=amount if _is_int(amount) else None,
+        currency=currency.lower() if isinstance(currency, str) else None,
+        sid=sid if isinstance(sid, str) and sid else None,
+    )
+
+
+def _refund_event(base: dict[str, Any], charge: dict[str, Any]) -> ProviderEvent:
+    payment = _id_of(charge.get("payment_intent")) or _id_of(charge.get("id"))
+    refunded, currency = charge.get("amount_refunded"), charge.get("currency")
+    if not payment or not _is_int(refunded) or refunded < 0 or not isinstance(currency, str):
+        raise InvalidPayload("charge.refunded without payment, amount_refunded or currency")
+    return ProviderEvent(
+        **base,
+        kind=EventKind.REFUNDED,
+        external_ref=payment,
+        amount=refunded,
+        currency=currency.lower(),
+    )
+
+
+def _id_of(value: Any) -> str | None:
+    """An expandable field: a bare id, or the expanded object carrying one."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,90 @@
+"""checkout_sessions: what we asked a provider to charge, and where each checkout stands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+import apsw
+
+
+class CheckoutStatus(StrEnum):
+    OPEN = "open"  # created, waiting for the buyer
+    PENDING = "pending"  # buyer finished, a delayed payment method is still settling
+    COMPLETE = "complete"  # paid
+    FAILED = "failed"  # the delayed payment failed
+    EXPIRED = "expired"  # never paid, no longer payable
+
+
+# Which statuses each new status may replace. Events arrive in any order: a late "expired" or
+# "pending" must never undo "complete", and money received always wins.
+_MAY_REPLACE: Final[dict[CheckoutStatus, tuple[CheckoutStatus, ...]]] = {
+    CheckoutStatus.PENDING: (CheckoutStatus.OPEN,),
+    CheckoutStatus.COMPLETE: (
+        CheckoutStatus.OPEN,
+        CheckoutStatus.PENDING,
+        CheckoutStatus.FAILED,
+        CheckoutStatus.EXPIRED,
+    ),
+    CheckoutStatus.FAILED: (CheckoutStatus.OPEN, CheckoutStatus.PENDING),
+    CheckoutStatus.EXPIRED: (CheckoutStatus.OPEN,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutSession:
+    id: str
+    sid: str
+    provider: str
+    amount: int
+    currency: str
+    status: CheckoutStatus
+    url: str | None
+    created_at: int
+    expires_at: int | None = None
+    completed_at: int | None = None
+
+
+_COLUMNS = "id, sid, provider, amount, currency, status, url, created_at, expires_at, completed_at"
+
+
+def insert(conn: apsw.Connection, checkout: CheckoutSession) -> None:
+    conn.execute(
+        f"INSERT INTO checkout_sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            checkout.id,
+            checkout.sid,
+            checkout.provider,
+            checkout.amount,
+            checkout.currency,
+            checkout.status.value,
+            checkout.url,
+            checkout.created_at,
+            checkout.expires_at,
+            checkout.completed_at,
+        ),
+    )
+
+
+def get(conn: apsw.Connection, checkout_id: str) -> CheckoutSession | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM checkout_sessions WHERE id = ?", (checkout_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    return CheckoutSession(*row[:5], CheckoutStatus(row[5]), *row[6:])
+
+
+def advance(
+    conn: apsw.Connection, provider: str, checkout_id: str, status: CheckoutStatus, *, now: int
+) -> bool:
+    """Move a checkout to `status` if that is a step forward; True if the row changed."""
+    allowed = _MAY_REPLACE[status]
+    conn.execute(
+        "UPDATE checkout_sessions SET status = ?,"
+        " completed_at = CASE WHEN ? = 'complete' THEN ? ELSE completed_at END"
+        f" WHERE id = ? AND provider = ? AND status IN ({', '.join('?' * len(allowed))})",
+        (status.value, status.value, now, checkout_id, provider, *(s.value for s in allowed)),
+    )
+    return conn.changes() == 1

@@ -1,0 +1,110 @@
+"""The async handle a daemon holds on the database.
+
+Reads run on the event loop on their own connection: in WAL mode they never wait for a writer,
+and the queries are short, indexed and local. Writes go to the group-commit writer thread, so
+the loop never waits for an fsync; `write()` returns once the job's COMMIT is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import apsw
+
+from .db import StoreError, connect
+from .group_commit import GroupCommitWriter, WriterStats
+from .migrations import SCHEMA_VERSION, migrate, schema_version
+
+T = TypeVar("T")
+
+
+class Store:
+    """One process's access to `onboarding.db`. Build with `await Store.open(...)`."""
+
+    def __init__(
+        self,
+        path: Path,
+        reader: apsw.Connection,
+        writer: GroupCommitWriter,
+        *,
+        write_timeout_s: float,
+    ) -> None:
+        self.path = path
+        self._reader = reader
+        self._writer = writer
+        self._write_timeout_s = write_timeout_s
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, busy_timeout_ms: int = 5000, write_timeout_s: float = 15.0
+    ) -> Store:
+        """Open the file, apply pending migrations, start the writer.
+
+        `write_timeout_s` bounds every `write()`: a request never waits forever on a disk or a
+        lock held by another process.
+        """
+
+        def prepare() -> tuple[apsw.Connection, apsw.Connection]:
+            write_conn = connect(path, busy_timeout_ms=busy_timeout_ms)
+            try:
+                migrate(write_conn)
+                read_conn = connect(path, busy_timeout_ms=busy_timeout_ms)
+            except BaseException:
+                write_conn.close()
+                raise
+            return write_conn, read_conn
+
+        write_conn, read_conn = await asyncio.to_thread(prepare)
+        return cls(path, read_conn, GroupCommitWriter(write_conn), write_timeout_s=write_timeout_s)
+
+    async def read(self, query: Callable[[apsw.Connection], T]) -> T:
+        """Run a read-only query on the loop's own connection."""
+        self._check_open()
+        return query(self._reader)
+
+    async def write(self, job: Callable[[apsw.Connection], T]) -> T:
+        """Run `job` in a transaction (with whatever else is queued) and wait until it is durable.
+
+        The job runs on the writer thread: it must only use the connection it is given. If it
+        raises, only its own changes are undone and the exception is raised here. After the write
+        timeout, TimeoutError; the job may still commit later, so callers must be idempotent, as
+        everything that touches the ledger is.
+        """
+        self._check_open()
+        if not self._writer.is_alive():
+            raise StoreError("database writer is not running")
+        future = asyncio.wrap_future(self._writer.submit(job))
+        async with asyncio.timeout(self._write_timeout_s):
+            return await future
+
+    @property
+    def writer_stats(self) -> WriterStats:
+        return self._writer.stats
+
+    async def ping(self) -> None:
+        """Raise unless the database answers, the schema is current and the writer runs."""
+        self._check_open()
+        try:
+            version = schema_version(self._reader)
+        except apsw.Error as exc:
+            raise StoreError(f"database does not answer: {exc}") from exc
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"schema version {version}, expected {SCHEMA_VERSION}")
+        if not self._writer.is_alive():
+            raise StoreError("database writer is not running")
+
+    async def close(self) -> None:
+        """Let queued writes finish, then close both connections. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._writer.close)
+        self._reader.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")

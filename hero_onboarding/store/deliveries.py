@@ -1,0 +1,57 @@
+"""webhook_deliveries: every webhook request we answered, accepted or not, for operators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import apsw
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    received_at: int
+    provider: str
+    verified: bool
+    outcome: str
+    detail: str = ""
+    event_id: str | None = None
+    type: str | None = None
+
+
+def record(conn: apsw.Connection, delivery: Delivery) -> int:
+    return conn.execute(
+        "INSERT INTO webhook_deliveries (received_at, provider, event_id, type, verified,"
+        " outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (
+            delivery.received_at,
+            delivery.provider,
+            delivery.event_id,
+            delivery.type,
+            int(delivery.verified),
+            delivery.outcome,
+            delivery.detail,
+        ),
+    ).get
+
+
+def recent(conn: apsw.Connection, *, limit: int = 100) -> list[Delivery]:
+    """The newest deliveries first."""
+    rows = conn.execute(
+        "SELECT received_at, provider, verified, outcome, detail, event_id, type"
+        " FROM webhook_deliveries ORDER BY id DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [Delivery(r[0], r[1], bool(r[2]), *r[3:]) for r in rows]
+
+
+def prune(conn: apsw.Connection, *, received_before: int, limit: int = 5000) -> int:
+    """Drop up to `limit` records older than the retention period; return how many went.
+
+    Bounded so one call never holds the write lock for long: call again while it returns limit.
+    """
+    conn.execute(
+        "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
+        " WHERE received_at < ? ORDER BY received_at LIMIT ?)",
+        (received_before, limit),
+    )
+    return conn.changes()

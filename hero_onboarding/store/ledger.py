@@ -1,0 +1,134 @@
+"""The ledger: append-only payment_events, and the one operation that moves a balance.
+
+A balance changes only together with the event that explains it, in one transaction, and an
+event is recorded at most once per (provider, kind, external_ref). So a payment reported any
+number of times, by any mix of webhook, return page and reconciliation, moves the balance once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import apsw
+
+
+class EntryKind(StrEnum):
+    PURCHASE = "purchase"
+    REFUND = "refund"
+    ADJUSTMENT = "adjustment"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One movement of a balance. `amount` is signed minor units."""
+
+    sid: str
+    provider: str
+    kind: EntryKind
+    external_ref: str
+    amount: int
+    currency: str
+    event_id: str | None = None
+    checkout_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """A sid whose balance is not the sum of its events (balance None: no billing row)."""
+
+    sid: str
+    balance: int | None
+    ledger_sum: int
+
+
+class LedgerError(RuntimeError):
+    """An entry that cannot be applied (no balance in that currency for the sid)."""
+
+
+def append(conn: apsw.Connection, entry: LedgerEntry, *, now: int) -> bool:
+    """Record `entry` and move the balance by its amount; False if it was recorded before.
+
+    Both statements run in one transaction (a savepoint when the caller already has one), and
+    the balance moves in SQL, never read-modified-written here.
+    """
+    with conn:
+        inserted = conn.execute(
+            "INSERT INTO payment_events (sid, provider, kind, external_ref, amount, currency,"
+            " event_id, checkout_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING RETURNING id",
+            (
+                entry.sid,
+                entry.provider,
+                entry.kind.value,
+                entry.external_ref,
+                entry.amount,
+                entry.currency,
+                entry.event_id,
+                entry.checkout_id,
+                now,
+            ),
+        ).fetchall()
+        if not inserted:
+            return False
+        conn.execute(
+            "UPDATE billing SET credit_balance = credit_balance + ?, updated_at = ?"
+            " WHERE sid = ? AND currency = ?",
+            (entry.amount, now, entry.sid, entry.currency),
+        )
+        if conn.changes() != 1:
+            raise LedgerError(f"sid {entry.sid} has no balance in {entry.currency}")
+        return True
+
+
+def find(
+    conn: apsw.Connection, provider: str, kind: EntryKind, external_ref: str
+) -> LedgerEntry | None:
+    row = conn.execute(
+        "SELECT sid, provider, kind, external_ref, amount, currency, event_id, checkout_id"
+        " FROM payment_events WHERE provider = ? AND kind = ? AND external_ref = ?",
+        (provider, kind.value, external_ref),
+    ).fetchone()
+    if row is None:
+        return None
+    return LedgerEntry(row[0], row[1], EntryKind(row[2]), *row[3:])
+
+
+def refund_ref(payment_ref: str, refunded_total: int) -> str:
+    """The external_ref of the refund step that brings a payment's refunds to `refunded_total`.
+
+    Providers report refunds as a running total per payment, possibly out of order and more than
+    once; one entry per distinct total makes each step unique and replays harmless.
+    """
+    return f"{payment_ref}:refund:{refunded_total}"
+
+
+def refunded_so_far(conn: apsw.Connection, provider: str, payment_ref: str) -> int:
+    """Sum of refunds recorded against a payment, as a positive number."""
+    # Every refund_ref of this payment sorts in [ "<ref>:refund:", "<ref>:refund;" ), since ';'
+    # follows ':'; a range keeps the lookup on the UNIQUE index.
+    low, high = f"{payment_ref}:refund:", f"{payment_ref}:refund;"
+    return -conn.execute(
+        "SELECT COALESCE(SUM(amount), 0) FROM payment_events"
+        " WHERE provider = ? AND kind = 'refund' AND external_ref >= ? AND external_ref < ?",
+        (provider, low, high),
+    ).get
+
+
+def verify(conn: apsw.Connection) -> list[Mismatch]:
+    """Every sid whose billing.credit_balance differs from SUM(payment_events.amount)."""
+    rows = conn.execute(
+        """
+        SELECT b.sid, b.credit_balance, COALESCE(e.total, 0)
+          FROM billing b
+          LEFT JOIN (SELECT sid, SUM(amount) AS total FROM payment_events GROUP BY sid) e
+                 ON e.sid = b.sid
+         WHERE b.credit_balance <> COALESCE(e.total, 0)
+        UNION ALL
+        SELECT e.sid, NULL, SUM(e.amount)
+          FROM payment_events e
+         WHERE NOT EXISTS (SELECT 1 FROM billing b WHERE b.sid = e.sid)
+         GROUP BY e.sid
+        """
+    ).fetchall()
+    return [Mismatch(*row) for row in rows]

@@ -1,0 +1,145 @@
+"""Numbered schema migrations, tracked by `PRAGMA user_version`.
+
+Migration N (1-based) is `MIGRATIONS[N - 1]`. Never edit a migration that has shipped: append a
+new one. Both daemons migrate at boot; `BEGIN IMMEDIATE` makes the second one wait and then find
+nothing left to do.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import apsw
+
+from .db import StoreError
+
+_V1: Final = """
+CREATE TABLE users (
+    sid              TEXT PRIMARY KEY,
+    mycelium_address TEXT NOT NULL UNIQUE,
+    created_at       INTEGER NOT NULL
+);
+
+CREATE TABLE billing (
+    sid            TEXT PRIMARY KEY REFERENCES users(sid),
+    credit_balance INTEGER NOT NULL DEFAULT 0,
+    currency       TEXT NOT NULL,
+    updated_at     INTEGER NOT NULL
+);
+
+-- The ledger. Append-only: the balance is the sum of these rows, and each payment can be
+-- recorded once per kind (UNIQUE(provider, kind, external_ref)).
+CREATE TABLE payment_events (
+    id           INTEGER PRIMARY KEY,
+    sid          TEXT NOT NULL REFERENCES users(sid),
+    provider     TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    external_ref TEXT NOT NULL,
+    amount       INTEGER NOT NULL,
+    currency     TEXT NOT NULL,
+    event_id     TEXT,
+    checkout_id  TEXT,
+    created_at   INTEGER NOT NULL,
+    UNIQUE (provider, kind, external_ref),
+    CHECK ((kind = 'purchase' AND amount > 0)
+        OR (kind = 'refund' AND amount < 0)
+        OR (kind = 'adjustment' AND amount <> 0))
+);
+-- One purchase per checkout as well as per payment: a session is never paid for twice.
+CREATE UNIQUE INDEX payment_events_one_purchase_per_checkout
+    ON payment_events (provider, checkout_id) WHERE kind = 'purchase' AND checkout_id IS NOT NULL;
+CREATE INDEX payment_events_by_sid ON payment_events (sid, created_at);
+CREATE TRIGGER payment_events_no_update BEFORE UPDATE ON payment_events
+    BEGIN SELECT RAISE(ABORT, 'payment_events is append-only'); END;
+CREATE TRIGGER payment_events_no_delete BEFORE DELETE ON payment_events
+    BEGIN SELECT RAISE(ABORT, 'payment_events is append-only'); END;
+
+CREATE TABLE checkout_sessions (
+    id           TEXT PRIMARY KEY,
+    sid          TEXT NOT NULL REFERENCES users(sid),
+    provider     TEXT NOT NULL,
+    amount       INTEGER NOT NULL CHECK (amount > 0),
+    currency     TEXT NOT NULL,
+    status       TEXT NOT NULL
+                 CHECK (status IN ('open', 'pending', 'complete', 'failed', 'expired')),
+    url          TEXT,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    completed_at INTEGER
+);
+CREATE INDEX checkout_sessions_by_sid ON checkout_sessions (sid, created_at);
+CREATE INDEX checkout_sessions_by_status ON checkout_sessions (status, created_at);
+
+CREATE TABLE webhook_deliveries (
+    id          INTEGER PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    provider    TEXT NOT NULL,
+    event_id    TEXT,
+    type        TEXT,
+    verified    INTEGER NOT NULL CHECK (verified IN (0, 1)),
+    outcome     TEXT NOT NULL,
+    detail      TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries (received_at);
+CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
+
+-- Login and sessions (issue: Mycelium login). Codes and tokens are stored hashed.
+CREATE TABLE login_challenges (
+    id               TEXT PRIMARY KEY,
+    mycelium_address TEXT NOT NULL,
+    code_hash        BLOB,
+    nonce            TEXT,
+    client_ip        TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    created_at       INTEGER NOT NULL,
+    expires_at       INTEGER NOT NULL,
+    used_at          INTEGER
+);
+CREATE INDEX login_challenges_by_address ON login_challenges (mycelium_address, created_at);
+
+CREATE TABLE web_sessions (
+    token_hash BLOB PRIMARY KEY,
+    sid        TEXT NOT NULL REFERENCES users(sid),
+    csrf_token TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX web_sessions_by_sid ON web_sessions (sid);
+
+CREATE TABLE admin_audit (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    method TEXT NOT NULL,
+    params TEXT NOT NULL,
+    result TEXT
+);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def migrate(conn: apsw.Connection) -> int:
+    """Bring the schema up to SCHEMA_VERSION in one transaction; return the version found."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = conn.execute("PRAGMA user_version").get
+        if found > SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema version {found} is newer than this program's "
+                f"({SCHEMA_VERSION}); upgrade hero-onboarding"
+            )
+        for script in MIGRATIONS[found:]:
+            for _ in conn.execute(script):
+                pass
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return found
+
+
+def schema_version(conn: apsw.Connection) -> int:
+    return conn.execute("PRAGMA user_version").get

@@ -1,0 +1,48 @@
+"""users and their billing row: one Mycelium address, one sid, forever."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import apsw
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    sid: str
+    mycelium_address: str
+    created_at: int
+
+
+_COLUMNS = "sid, mycelium_address, created_at"
+
+
+def register(conn: apsw.Connection, address: str, *, currency: str, now: int) -> User:
+    """Return the user owning `address`, creating it with a zero balance the first time."""
+    with conn:
+        existing = get_by_address(conn, address)
+        if existing is not None:
+            return existing
+        user = User(sid=secrets.token_hex(8), mycelium_address=address, created_at=now)
+        conn.execute(
+            f"INSERT INTO users ({_COLUMNS}) VALUES (?, ?, ?)",
+            (user.sid, user.mycelium_address, user.created_at),
+        )
+        conn.execute(
+            "INSERT INTO billing (sid, credit_balance, currency, updated_at) VALUES (?, 0, ?, ?)",
+            (user.sid, currency, now),
+        )
+        return user
+
+
+def get(conn: apsw.Connection, sid: str) -> User | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM users WHERE sid = ?", (sid,)).fetchone()
+    return User(*row) if row else None
+
+
+def get_by_address(conn: apsw.Connection, address: str) -> User | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM users WHERE mycelium_address = ?", (address,)
+    ).fetchone()
+    return User(*row) if row else None

@@ -1,0 +1,107 @@
+"""Settings: defaults, env vars, flags, and one clear error per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hero_onboarding.config import ConfigError, load_settings
+
+
+def test_defaults_live_under_the_hero_home(tmp_path):
+    settings = load_settings({"HOME": str(tmp_path)})
+    assert settings.home == tmp_path / "hero"
+    assert settings.data_dir == tmp_path / "hero" / "var" / "hero_onboarding"
+    assert settings.db_path == settings.data_dir / "onboarding.db"
+    assert settings.socket_dir == tmp_path / "hero" / "var" / "sockets"
+    assert (settings.host, settings.port, settings.public_url) == (
+        "127.0.0.1",
+        8780,
+        "http://127.0.0.1:8780",
+    )
+    assert (settings.currency, settings.amount_min, settings.amount_max) == ("usd", 500, 100_000)
+    assert settings.mode == "production"
+    assert settings.stripe_api_base is None
+    assert settings.webhook_max_bytes == 1 << 20
+
+
+def test_env_overrides_defaults_and_flags_override_env(tmp_path):
+    env = {
+        "HOME": str(tmp_path),
+        "HERO_ONBOARDING_PORT": "9000",
+        "HERO_ONBOARDING_CURRENCY": "EUR",
+        "HERO_ONBOARDING_HOME": str(tmp_path / "h"),
+        "HERO_SOCKET_DIR": str(tmp_path / "sock"),
+    }
+    settings = load_settings(env, {"port": "9100", "public_url": "https://pay.example.org/"})
+    assert settings.port == 9100
+    assert settings.currency == "eur"
+    assert settings.data_dir == tmp_path / "h" / "var" / "hero_onboarding"
+    assert settings.socket_dir == tmp_path / "sock"
+    assert settings.public_url == "https://pay.example.org"
+
+
+def test_public_url_defaults_to_host_and_port(tmp_path):
+    settings = load_settings({"HOME": str(tmp_path)}, {"host": "::1", "port": "8999"})
+    assert settings.public_url == "http://[::1]:8999"
+
+
+def test_relative_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings({"HOME": str(tmp_path)}, {"data_dir": "rel/data"})
+    assert settings.data_dir == tmp_path / "rel" / "data"
+    assert Path(settings.data_dir).is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "message"),
+    [
+        (
+            {"HERO_ONBOARDING_PORT": "http"},
+            {},
+            "HERO_ONBOARDING_PORT='http': must be a whole number",
+        ),
+        ({}, {"port": "70000"}, "--port='70000': must be a TCP port between 1 and 65535"),
+        ({}, {"currency": "dollars"}, "--currency='dollars': must be a three-letter ISO 4217 code"),
+        ({}, {"mode": "test"}, "--mode='test': must be one of production, sandbox"),
+        (
+            {},
+            {"public_url": "ftp://x"},
+            "--public-url='ftp://x': must be an http:// or https:// URL",
+        ),
+        (
+            {},
+            {"amount_max": "100000000"},
+            "--amount-max='100000000': must be between 1 and 99999999",
+        ),
+        (
+            {},
+            {"amount_min": "900", "amount_max": "800"},
+            "amount_min (900) is larger than amount_max (800)",
+        ),
+        (
+            {},
+            {"webhook_tolerance_s": "0"},
+            "--webhook-tolerance-s='0': must be between 1 and 3600 s",
+        ),
+        (
+            {},
+            {"log_level": "loud"},
+            "--log-level='loud': must be one of debug, info, warning, error",
+        ),
+        ({}, {"host": "a b"}, "--host='a b': must be an IP address or a host name"),
+        ({}, {"write_timeout_s": "soon"}, "--write-timeout-s='soon': must be a number"),
+    ],
+)
+def test_invalid_values_name_the_setting_and_the_reason(tmp_path, env, flags, message):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"HOME": str(tmp_path), **env}, flags)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_settings_are_frozen(tmp_path):
+    settings = load_settings({"HOME": str(tmp_path)})
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]
