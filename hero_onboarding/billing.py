@@ -15,7 +15,7 @@ from functools import partial
 import apsw
 
 from .payments.base import EventKind, ProviderEvent
-from .store import Store, balances, checkouts, ledger, users
+from .store import Store, balances, checkouts, ledger
 from .store.checkouts import CheckoutStatus
 from .store.ledger import EntryKind, LedgerEntry
 
@@ -74,14 +74,13 @@ def _credit_purchase(conn: apsw.Connection, event: ProviderEvent, now: int) -> F
         raise ValueError("a paid event needs external_ref, amount and currency")
     if event.sid is None:
         return Fulfilment(Outcome.IGNORED, "no client reference: not a checkout of ours")
-    if users.get(conn, event.sid) is None:
+    balance = balances.get(conn, event.sid)  # every user has exactly one billing row
+    if balance is None:
         return Fulfilment(Outcome.UNMATCHED, f"no user with sid {event.sid!r}", sid=event.sid)
-    balance = balances.get(conn, event.sid)
-    if balance is None or balance.currency != event.currency:
-        held = balance.currency if balance else "none"
+    if balance.currency != event.currency:
         return Fulfilment(
             Outcome.UNMATCHED,
-            f"paid in {event.currency}, but the balance is kept in {held}",
+            f"paid in {event.currency}, but the balance is kept in {balance.currency}",
             sid=event.sid,
         )
     entry = LedgerEntry(

@@ -1,4 +1,4 @@
-"""Starting the real `hero-onboarding` console script and waiting on conditions, with deadlines."""
+"""Starting the real `hero-onboarding` console script and talking to it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.waiting import wait_until
 
 CLI = str(Path(sys.executable).parent / "hero-onboarding")
 
@@ -20,15 +21,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """Poll `condition` until it holds; fail with `what` when the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(0.02)  # poll interval, not a wait for luck
 
 
 def http_status(url: str) -> int | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import stat
-import threading
 from functools import partial
 
 import apsw
@@ -194,17 +193,21 @@ async def test_two_processes_worth_of_writers_share_the_file(settings, user, sto
     assert await balance_of(store, user.sid) == 300
 
 
-async def test_write_timeout_raises_without_hanging(settings):
-    impatient = await Store.open(settings.db_path, write_timeout_s=0.05)
-    gate = threading.Event()
+async def test_write_timeout_raises_without_hanging(settings, store):
+    """Another process holds the write lock: the caller gets TimeoutError, not a hang."""
+    impatient = await Store.open(settings.db_path, busy_timeout_ms=10_000, write_timeout_s=0.2)
+    locker = apsw.Connection(str(settings.db_path))
+    locker.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(TimeoutError):
-            await impatient.write(lambda c: gate.wait(10))
-        gate.set()
-        assert await impatient.write(lambda c: "still writing") == "still writing"
+            await impatient.write(lambda c: "never")
     finally:
-        gate.set()
-        await impatient.close()
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert await impatient.write(lambda c: "written once the lock is free") == (
+        "written once the lock is free"
+    )
+    await impatient.close()
 
 
 async def test_ping_reports_a_closed_store(store):

@@ -22,8 +22,14 @@ from .keys import CLOCK, SETTINGS, STORE, STRIPE
 
 log = logging.getLogger(__name__)
 
-# Every verified delivery gets a 2xx; these outcomes deserve an operator's eye in the log.
-_NOTEWORTHY = (Outcome.UNMATCHED,)
+# Every verified delivery gets a 2xx and a row in webhook_deliveries; the log line's level says
+# how much an operator should care: unmatched money needs a human, replays and foreign events
+# are routine.
+_LOG_LEVEL = {
+    Outcome.UNMATCHED: logging.WARNING,
+    Outcome.DUPLICATE: logging.DEBUG,
+    Outcome.IGNORED: logging.DEBUG,
+}
 
 
 async def stripe_webhook(request: web.Request) -> web.Response:
@@ -73,9 +79,8 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         )
         return _error(500, "internal error; the delivery will be retried")
 
-    level = logging.WARNING if result.outcome in _NOTEWORTHY else logging.INFO
     log.log(
-        level,
+        _LOG_LEVEL.get(result.outcome, logging.INFO),
         "webhook %s %s: %s%s%s",
         event.event_id,
         event.raw_type,

@@ -1,13 +1,15 @@
 """The async handle a daemon holds on the database.
 
 Reads run on the event loop on their own connection: in WAL mode they never wait for a writer,
-and the queries are short, indexed and local. Writes go to the group-commit writer thread, so
-the loop never waits for an fsync; `write()` returns once the job's COMMIT is on disk.
+and the queries are short, indexed and local. Writes are group-committed on a second connection
+(group_commit.py), so the loop never waits for an fsync or another process's lock; `write()`
+returns once the job's COMMIT is on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -15,10 +17,11 @@ from typing import TypeVar
 import apsw
 
 from .db import StoreError, connect
-from .group_commit import GroupCommitWriter, WriterStats
+from .group_commit import GroupCommitter, WriterStats
 from .migrations import SCHEMA_VERSION, migrate, schema_version
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Store:
@@ -28,7 +31,7 @@ class Store:
         self,
         path: Path,
         reader: apsw.Connection,
-        writer: GroupCommitWriter,
+        writer: GroupCommitter,
         *,
         write_timeout_s: float,
     ) -> None:
@@ -42,7 +45,7 @@ class Store:
     async def open(
         cls, path: Path, *, busy_timeout_ms: int = 5000, write_timeout_s: float = 15.0
     ) -> Store:
-        """Open the file, apply pending migrations, start the writer.
+        """Open the file and apply pending migrations (in a thread: migrating may wait on a lock).
 
         `write_timeout_s` bounds every `write()`: a request never waits forever on a disk or a
         lock held by another process.
@@ -59,7 +62,12 @@ class Store:
             return write_conn, read_conn
 
         write_conn, read_conn = await asyncio.to_thread(prepare)
-        return cls(path, read_conn, GroupCommitWriter(write_conn), write_timeout_s=write_timeout_s)
+        return cls(
+            path,
+            read_conn,
+            GroupCommitter(write_conn, busy_timeout_ms=busy_timeout_ms),
+            write_timeout_s=write_timeout_s,
+        )
 
     async def read(self, query: Callable[[apsw.Connection], T]) -> T:
         """Run a read-only query on the loop's own connection."""
@@ -69,15 +77,13 @@ class Store:
     async def write(self, job: Callable[[apsw.Connection], T]) -> T:
         """Run `job` in a transaction (with whatever else is queued) and wait until it is durable.
 
-        The job runs on the writer thread: it must only use the connection it is given. If it
+        The job must only use the connection it is given and be short: it runs on the loop. If it
         raises, only its own changes are undone and the exception is raised here. After the write
-        timeout, TimeoutError; the job may still commit later, so callers must be idempotent, as
-        everything that touches the ledger is.
+        timeout, TimeoutError; a job already in a batch may still commit, so callers must be
+        idempotent, as everything that touches the ledger is.
         """
         self._check_open()
-        if not self._writer.is_alive():
-            raise StoreError("database writer is not running")
-        future = asyncio.wrap_future(self._writer.submit(job))
+        future = self._writer.submit(job)
         async with asyncio.timeout(self._write_timeout_s):
             return await future
 
@@ -86,7 +92,7 @@ class Store:
         return self._writer.stats
 
     async def ping(self) -> None:
-        """Raise unless the database answers, the schema is current and the writer runs."""
+        """Raise unless the database answers and its schema is current."""
         self._check_open()
         try:
             version = schema_version(self._reader)
@@ -94,16 +100,16 @@ class Store:
             raise StoreError(f"database does not answer: {exc}") from exc
         if version != SCHEMA_VERSION:
             raise StoreError(f"schema version {version}, expected {SCHEMA_VERSION}")
-        if not self._writer.is_alive():
-            raise StoreError("database writer is not running")
 
     async def close(self) -> None:
         """Let queued writes finish, then close both connections. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        await asyncio.to_thread(self._writer.close)
+        await self._writer.close()
         self._reader.close()
+        stats = self._writer.stats
+        log.info("database closed: %d writes in %d commits", stats.jobs, stats.commits)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -18,10 +18,10 @@ class Delivery:
     type: str | None = None
 
 
-def record(conn: apsw.Connection, delivery: Delivery) -> int:
-    return conn.execute(
+def record(conn: apsw.Connection, delivery: Delivery) -> None:
+    conn.execute(
         "INSERT INTO webhook_deliveries (received_at, provider, event_id, type, verified,"
-        " outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        " outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
             delivery.received_at,
             delivery.provider,
@@ -31,7 +31,7 @@ def record(conn: apsw.Connection, delivery: Delivery) -> int:
             delivery.outcome,
             delivery.detail,
         ),
-    ).get
+    )
 
 
 def recent(conn: apsw.Connection, *, limit: int = 100) -> list[Delivery]:

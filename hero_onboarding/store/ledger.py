@@ -1,8 +1,9 @@
 """The ledger: append-only payment_events, and the one operation that moves a balance.
 
-A balance changes only together with the event that explains it, in one transaction, and an
-event is recorded at most once per (provider, kind, external_ref). So a payment reported any
-number of times, by any mix of webhook, return page and reconciliation, moves the balance once.
+A balance changes only together with the event that explains it, in one statement (a trigger
+in the schema), and an event is recorded at most once per (provider, kind, external_ref). So a
+payment reported any number of times, by any mix of webhook, return page and reconciliation,
+moves the balance once.
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ class LedgerError(RuntimeError):
 def append(conn: apsw.Connection, entry: LedgerEntry, *, now: int) -> bool:
     """Record `entry` and move the balance by its amount; False if it was recorded before.
 
-    Both statements run in one transaction (a savepoint when the caller already has one), and
-    the balance moves in SQL, never read-modified-written here.
+    One INSERT: the schema's trigger moves the balance inside the same statement, so the event
+    and the balance change are atomic without a transaction of our own, and the balance moves
+    in SQL, never read-modified-written here.
     """
-    with conn:
+    try:
         inserted = conn.execute(
             "INSERT INTO payment_events (sid, provider, kind, external_ref, amount, currency,"
             " event_id, checkout_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -69,16 +71,11 @@ def append(conn: apsw.Connection, entry: LedgerEntry, *, now: int) -> bool:
                 now,
             ),
         ).fetchall()
-        if not inserted:
-            return False
-        conn.execute(
-            "UPDATE billing SET credit_balance = credit_balance + ?, updated_at = ?"
-            " WHERE sid = ? AND currency = ?",
-            (entry.amount, now, entry.sid, entry.currency),
-        )
-        if conn.changes() != 1:
-            raise LedgerError(f"sid {entry.sid} has no balance in {entry.currency}")
-        return True
+    except apsw.ConstraintError as exc:
+        if "no balance in that currency" in str(exc):
+            raise LedgerError(f"sid {entry.sid} has no balance in {entry.currency}") from None
+        raise
+    return bool(inserted)
 
 
 def find(

@@ -49,6 +49,14 @@ CREATE TABLE payment_events (
 CREATE UNIQUE INDEX payment_events_one_purchase_per_checkout
     ON payment_events (provider, checkout_id) WHERE kind = 'purchase' AND checkout_id IS NOT NULL;
 CREATE INDEX payment_events_by_sid ON payment_events (sid, created_at);
+-- Appending an event moves its balance in the same statement, so no writer (this daemon, the
+-- admin daemon, an operator with sqlite3) can record one without the other.
+CREATE TRIGGER payment_events_move_balance AFTER INSERT ON payment_events BEGIN
+    SELECT RAISE(ABORT, 'no balance in that currency for this sid')
+     WHERE NOT EXISTS (SELECT 1 FROM billing WHERE sid = NEW.sid AND currency = NEW.currency);
+    UPDATE billing SET credit_balance = credit_balance + NEW.amount, updated_at = NEW.created_at
+     WHERE sid = NEW.sid;
+END;
 CREATE TRIGGER payment_events_no_update BEFORE UPDATE ON payment_events
     BEGIN SELECT RAISE(ABORT, 'payment_events is append-only'); END;
 CREATE TRIGGER payment_events_no_delete BEFORE DELETE ON payment_events
