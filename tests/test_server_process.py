@@ -170,6 +170,18 @@ def test_a_database_from_a_newer_version_stops_boot_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_an_unusable_data_dir_is_one_line_and_exit_1(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_cli(
+        "server", "--data-dir", str(blocker / "data"), "--port", str(free_port()), env=ENV
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"{E}cannot create data directory {blocker / 'data'}: Not a directory"
+    )
+
+
 def test_version_flag():
     result = run_cli("--version", env={})
     assert result.returncode == 0

@@ -18,7 +18,10 @@ def connect(path: Path, *, busy_timeout_ms: int) -> apsw.Connection:
     synchronous=FULL because a webhook we acknowledged must survive power loss: in WAL mode
     NORMAL may lose the last commits. busy_timeout because the admin daemon writes the same file.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StoreError(f"cannot create data directory {path.parent}: {exc.strerror}") from exc
     new = not path.exists()
     try:
         conn = apsw.Connection(str(path))
