@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, get_type_hints
 from urllib.parse import urlsplit
@@ -93,7 +93,10 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _setting(default: Any = None, *, help: str, check: Callable[[Any], Any] | None = None) -> Any:
+def _setting(
+    default: Any = MISSING, *, help: str, check: Callable[[Any], Any] | None = None
+) -> Any:
+    """A Settings field; without a default, load_settings derives the value from others."""
     return field(default=default, metadata={"help": help, "check": check})
 
 
@@ -108,11 +111,11 @@ class Settings:
     socket_dir: Path = _setting(
         help="Hero socket root (default $HERO_SOCKET_DIR or <home>/var/sockets)"
     )
-    host: str = _setting("127.0.0.1", help="address the public daemon listens on", check=_host)
-    port: int = _setting(8780, help="port the public daemon listens on", check=_port)
     public_url: str = _setting(
         help="URL users reach the public daemon at (default http://<host>:<port>)", check=_http_url
     )
+    host: str = _setting("127.0.0.1", help="address the public daemon listens on", check=_host)
+    port: int = _setting(8780, help="port the public daemon listens on", check=_port)
     mode: str = _setting(
         "production",
         help="production, or sandbox (local Stripe, no real money)",
@@ -126,7 +129,7 @@ class Settings:
         100_000, help="largest purchase, minor units", check=_between(1, STRIPE_MAX_AMOUNT)
     )
     stripe_api_base: str | None = _setting(
-        help="Stripe API base URL (default: real Stripe)", check=_optional_http_url
+        None, help="Stripe API base URL (default: real Stripe)", check=_optional_http_url
     )
     webhook_max_bytes: int = _setting(
         1 << 20, help="largest webhook body accepted", check=_between(1024, 64 << 20, " bytes")
@@ -154,10 +157,6 @@ class Settings:
     def db_path(self) -> Path:
         return self.data_dir / "onboarding.db"
 
-    @property
-    def log_dir(self) -> Path:
-        return self.data_dir / "logs"
-
 
 def setting_names() -> list[str]:
     """Every setting, in declaration order: the CLI builds one flag per name."""
@@ -165,7 +164,10 @@ def setting_names() -> list[str]:
 
 
 def setting_help(name: str) -> str:
-    return next(f.metadata["help"] for f in fields(Settings) if f.name == name)
+    """The field's help text, with its default when it has a fixed one."""
+    found = next(f for f in fields(Settings) if f.name == name)
+    has_default = found.default not in (MISSING, None)
+    return found.metadata["help"] + (f" (default {found.default})" if has_default else "")
 
 
 def env_name(name: str) -> str:

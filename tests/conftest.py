@@ -32,7 +32,7 @@ def ledger_invariant(tmp_path: Path) -> Iterator[None]:
                 "SELECT COUNT(*) FROM sqlite_master WHERE name = 'payment_events'"
             ).get
             if has_ledger:
-                assert ledger.verify(conn) == [], f"ledger invariant broken in {db}"
+                assert ledger.verify_ledger(conn) == [], f"ledger invariant broken in {db}"
         finally:
             conn.close()
 

@@ -65,7 +65,7 @@ async def test_raw_sql_insert_into_the_ledger_moves_the_balance_too(store, user)
         )
     )
     assert await balance_of(store, user.sid) == -250
-    assert await store.read(ledger.verify) == []
+    assert await store.read(ledger.verify_ledger) == []
 
 
 async def test_prune_drops_only_deliveries_older_than_the_cutoff(store):

@@ -109,11 +109,11 @@ async def test_amount_signs_are_enforced_per_kind(store, user):
 async def test_verify_reports_each_sid_whose_balance_is_not_its_ledger(store, user):
     other = await register(store, "5ff::1")
     await store.write(partial(ledger.append, entry=purchase(user.sid, "pi_1", 700), now=NOW))
-    assert await store.read(ledger.verify) == []
+    assert await store.read(ledger.verify_ledger) == []
     await store.write(
         lambda c: c.execute("UPDATE billing SET credit_balance = 5 WHERE sid = ?", (other.sid,))
     )
-    [mismatch] = await store.read(ledger.verify)
+    [mismatch] = await store.read(ledger.verify_ledger)
     assert (mismatch.sid, mismatch.balance, mismatch.ledger_sum) == (other.sid, 5, 0)
     await store.write(
         lambda c: c.execute("UPDATE billing SET credit_balance = 0 WHERE sid = ?", (other.sid,))

@@ -89,13 +89,16 @@ class StripeWebhooks:
                 reasons.append(self._reason(str(exc)))
             else:
                 return
-        stale = f"signature timestamp is older than {self._tolerance_s} s"
         # A stale signature that matched a secret is the most precise thing we can say.
-        raise InvalidSignature(stale if stale in reasons else reasons[0])
+        raise InvalidSignature(self._stale if self._stale in reasons else reasons[0])
+
+    @property
+    def _stale(self) -> str:
+        return f"signature timestamp is older than {self._tolerance_s} s"
 
     def _reason(self, sdk_message: str) -> str:
         if sdk_message.startswith("Timestamp outside the tolerance zone"):
-            return f"signature timestamp is older than {self._tolerance_s} s"
+            return self._stale
         for prefix, reason in _SDK_REASONS:
             if sdk_message.startswith(prefix):
                 return reason

@@ -112,7 +112,7 @@ def refunded_so_far(conn: apsw.Connection, provider: str, payment_ref: str) -> i
     ).get
 
 
-def verify(conn: apsw.Connection) -> list[Mismatch]:
+def verify_ledger(conn: apsw.Connection) -> list[Mismatch]:
     """Every sid whose billing.credit_balance differs from SUM(payment_events.amount)."""
     rows = conn.execute(
         """
