@@ -17,7 +17,7 @@ import apsw
 from .payments.base import EventKind, ProviderEvent
 from .store import Store, balances, checkouts, ledger
 from .store.checkouts import CheckoutStatus
-from .store.ledger import EntryKind, LedgerEntry
+from .store.ledger import EntryKind, LedgerEntry, LedgerError
 
 
 class Outcome(StrEnum):
@@ -74,15 +74,6 @@ def _credit_purchase(conn: apsw.Connection, event: ProviderEvent, now: int) -> F
         raise ValueError("a paid event needs external_ref, amount and currency")
     if event.sid is None:
         return Fulfilment(Outcome.IGNORED, "no client reference: not a checkout of ours")
-    balance = balances.get(conn, event.sid)  # every user has exactly one billing row
-    if balance is None:
-        return Fulfilment(Outcome.UNMATCHED, f"no user with sid {event.sid!r}", sid=event.sid)
-    if balance.currency != event.currency:
-        return Fulfilment(
-            Outcome.UNMATCHED,
-            f"paid in {event.currency}, but the balance is kept in {balance.currency}",
-            sid=event.sid,
-        )
     entry = LedgerEntry(
         sid=event.sid,
         provider=event.provider,
@@ -93,12 +84,22 @@ def _credit_purchase(conn: apsw.Connection, event: ProviderEvent, now: int) -> F
         event_id=event.event_id,
         checkout_id=event.checkout_id,
     )
-    credited = ledger.append(conn, entry, now=now)
+    try:
+        credited = ledger.append(conn, entry, now=now)
+    except LedgerError:  # the schema refused it: find out why, off the hot path
+        return Fulfilment(Outcome.UNMATCHED, _why_no_balance(conn, event), sid=event.sid)
     if event.checkout_id is not None:
         checkouts.advance(conn, event.provider, event.checkout_id, CheckoutStatus.COMPLETE, now=now)
     if not credited:
         return Fulfilment(Outcome.DUPLICATE, "payment already credited", sid=event.sid)
     return Fulfilment(Outcome.CREDITED, sid=event.sid, amount=event.amount)
+
+
+def _why_no_balance(conn: apsw.Connection, event: ProviderEvent) -> str:
+    balance = balances.get(conn, event.sid or "")  # every user has exactly one billing row
+    if balance is None:
+        return f"no user with sid {event.sid!r}"
+    return f"paid in {event.currency}, but the balance is kept in {balance.currency}"
 
 
 def _debit_refund(conn: apsw.Connection, event: ProviderEvent, now: int) -> Fulfilment:

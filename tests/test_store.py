@@ -100,6 +100,40 @@ async def test_ledger_rows_are_append_only(store, user):
             await store.write(lambda c, s=statement: c.execute(s))
 
 
+async def test_a_balance_can_never_overflow_into_a_float(store, user):
+    """SQLite turns an overflowing integer sum into REAL; the schema refuses that write."""
+    top = 2**63 - 1
+    await store.write(
+        lambda c: c.execute("UPDATE billing SET credit_balance = ? WHERE sid = ?", (top, user.sid))
+    )
+    try:
+        with pytest.raises(apsw.ConstraintError):
+            await store.write(
+                partial(ledger.append, entry=purchase(user.sid, "pi_big", 1), now=NOW)
+            )
+        assert await balance_of(store, user.sid) == top
+        assert await store.read(lambda c: c.execute("SELECT COUNT(*) FROM payment_events").get) == 0
+    finally:
+        await store.write(
+            lambda c: c.execute("UPDATE billing SET credit_balance = 0 WHERE sid = ?", (user.sid,))
+        )
+
+
+async def test_event_amounts_are_bounded_by_the_schema(store, user):
+    with pytest.raises(apsw.ConstraintError):
+        await store.write(
+            partial(ledger.append, entry=purchase(user.sid, "pi_huge", 10**12 + 1), now=NOW)
+        )
+
+
+async def test_close_can_be_awaited_by_several_callers(settings):
+    opened = await Store.open(settings.db_path)
+    pending = opened.write(lambda c: c.execute("CREATE TABLE IF NOT EXISTS x (y)"))
+    await asyncio.gather(pending, opened.close(), opened.close())
+    with pytest.raises(StoreError):
+        await opened.ping()
+
+
 async def test_amount_signs_are_enforced_per_kind(store, user):
     refund_up = LedgerEntry(user.sid, "stripe", EntryKind.REFUND, "pi_r", 100, "usd")
     with pytest.raises(apsw.ConstraintError):

@@ -129,3 +129,39 @@ def test_secret_repr_hides_the_value():
     assert SIGNING_SECRET not in str(secret)
     assert SIGNING_SECRET not in repr([secret])
     assert secret.reveal() == SIGNING_SECRET
+
+
+def test_a_non_ascii_signature_header_is_invalid_not_a_crash():
+    body = body_of(event("customer.created", {"id": new_id("cus")}))
+    parser = StripeWebhooks([Secret(SIGNING_SECRET)])
+    with pytest.raises(InvalidSignature, match="malformed"):
+        parser.parse_webhook(
+            body.encode(), {"Stripe-Signature": f"t={int(time.time())},v1=\u00e9\u00e9"}
+        )
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["client_reference_id", "id", "currency", "payment_intent"],
+)
+def test_strings_no_database_could_store_are_refused_or_dropped(field):
+    evt = checkout_event("checkout.session.completed", sid="s", amount=500, payment_intent="pi_1")
+    evt["data"]["object"][field] = "\ud800"  # a lone surrogate: valid JSON, invalid text
+    try:
+        got = normalise_event(evt)
+    except InvalidPayload:
+        return
+    for value in (got.sid, got.checkout_id, got.currency, got.external_ref, got.event_id):
+        assert value is None or value.isascii()
+
+
+@pytest.mark.parametrize("amount", [10**12 + 1, 2**62, 2**64])
+def test_amounts_beyond_any_real_payment_are_refused(amount):
+    evt = checkout_event(
+        "checkout.session.completed", sid="s", amount=amount, payment_intent="pi_1"
+    )
+    with pytest.raises(InvalidPayload, match="amount_total"):
+        normalise_event(evt)
+    refund = charge_refunded(payment_intent="pi_1", amount=1000, amount_refunded=amount)
+    with pytest.raises(InvalidPayload, match="amount_refunded"):
+        normalise_event(refund)

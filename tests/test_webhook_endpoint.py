@@ -318,6 +318,18 @@ async def test_signed_body_that_is_not_an_event_is_400(client, store, user):
     assert await balance_of(store, user.sid) == 0
 
 
+async def test_signed_but_pathological_bodies_are_400_and_recorded(client, store, user):
+    deep = "[" * 100_000 + "]" * 100_000
+    surrogate = paid(user, 1000)
+    surrogate["type"] = "\ud800"  # valid JSON escape, but no text column can hold it
+    for body in (deep, body_of(surrogate)):
+        status, answer = await deliver(client, body, sign(body, SIGNING_SECRET))
+        assert status == 400, answer
+        assert "Traceback" not in answer["error"]
+    assert [d.outcome for d in await recorded(store)] == ["rejected", "rejected"]
+    assert await balance_of(store, user.sid) == 0
+
+
 async def test_paid_event_without_amount_is_400_not_credited(client, store, user):
     evt = paid(user, 1000)
     evt["data"]["object"]["amount_total"] = None

@@ -8,7 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Final, Protocol
+
+# No provider reports a single amount this large (Stripe allows 8 digits, 12 for a few
+# currencies); refusing more keeps every balance far from SQLite's 64-bit limit.
+MAX_AMOUNT: Final = 10**12
 
 
 class EventKind(StrEnum):

@@ -15,7 +15,7 @@ from typing import Any, Final
 import stripe
 
 from ..config import Secret
-from .base import EventKind, InvalidPayload, InvalidSignature, ProviderEvent
+from .base import MAX_AMOUNT, EventKind, InvalidPayload, InvalidSignature, ProviderEvent
 
 PROVIDER: Final = "stripe"
 SIGNATURE_HEADER: Final = "Stripe-Signature"
@@ -57,6 +57,8 @@ class StripeWebhooks:
         header = headers.get(SIGNATURE_HEADER)
         if not header:
             raise InvalidSignature("missing Stripe-Signature header")
+        if not header.isascii():
+            raise InvalidSignature("malformed Stripe-Signature header")
         try:
             payload = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -66,8 +68,8 @@ class StripeWebhooks:
         self._verify(payload, header)
         try:
             event = json.loads(payload)
-        except ValueError:
-            raise InvalidPayload("signed body is not JSON") from None
+        except (ValueError, RecursionError):
+            raise InvalidPayload("signed body is not JSON we can read") from None
         normalised = normalise_event(event)
         if self._livemode is not None and normalised.livemode is not self._livemode:
             # A test-mode payment must never credit a live account, nor the other way round.
@@ -87,6 +89,8 @@ class StripeWebhooks:
                 )
             except stripe.SignatureVerificationError as exc:
                 reasons.append(self._reason(str(exc)))
+            except (TypeError, ValueError):  # a header the SDK cannot even compare
+                reasons.append("malformed Stripe-Signature header")
             else:
                 return
         # A stale signature that matched a secret is the most precise thing we can say.
@@ -120,14 +124,10 @@ def normalise_event(event: Any) -> ProviderEvent:
     """
     if not isinstance(event, dict) or event.get("object") != "event":
         raise InvalidPayload("signed body is not a Stripe event object")
-    event_id, event_type = event.get("id"), event.get("type")
+    event_id, event_type = _text(event.get("id")), _text(event.get("type"))
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
-    if (
-        not isinstance(event_id, str)
-        or not isinstance(event_type, str)
-        or not isinstance(obj, dict)
-    ):
+    if event_id is None or event_type is None or not isinstance(obj, dict):
         raise InvalidPayload("Stripe event lacks id, type or data.object")
     livemode = event.get("livemode") if isinstance(event.get("livemode"), bool) else None
     base: dict[str, Any] = {
@@ -156,17 +156,15 @@ def normalise_event(event: Any) -> ProviderEvent:
 def _checkout_event(
     base: dict[str, Any], kind: EventKind, session: dict[str, Any]
 ) -> ProviderEvent:
-    checkout_id = session.get("id")
-    if not isinstance(checkout_id, str) or not checkout_id:
+    checkout_id = _text(session.get("id"))
+    if checkout_id is None:
         raise InvalidPayload(f"{base['raw_type']} without a session id")
-    amount, currency = session.get("amount_total"), session.get("currency")
-    if kind is EventKind.PAID and not (
-        _is_int(amount) and amount > 0 and isinstance(currency, str) and currency
-    ):
-        raise InvalidPayload(f"{base['raw_type']} without a positive amount_total and currency")
+    amount, currency = _amount(session.get("amount_total")), _text(session.get("currency"))
+    if kind is EventKind.PAID and not (amount and currency):
+        raise InvalidPayload(f"{base['raw_type']} without a valid amount_total and currency")
     metadata = session.get("metadata")
-    sid = session.get("client_reference_id") or (
-        metadata.get("sid") if isinstance(metadata, dict) else None
+    sid = _text(session.get("client_reference_id")) or (
+        _text(metadata.get("sid")) if isinstance(metadata, dict) else None
     )
     # Credits are keyed on the payment (PaymentIntent); a paid session always has one, but if
     # a provider ever omits it the session id is as unique (one payment per session).
@@ -176,16 +174,16 @@ def _checkout_event(
         kind=kind,
         checkout_id=checkout_id,
         external_ref=payment,
-        amount=amount if _is_int(amount) else None,
-        currency=currency.lower() if isinstance(currency, str) else None,
-        sid=sid if isinstance(sid, str) and sid else None,
+        amount=amount,
+        currency=currency.lower() if currency else None,
+        sid=sid,
     )
 
 
 def _refund_event(base: dict[str, Any], charge: dict[str, Any]) -> ProviderEvent:
     payment = _id_of(charge.get("payment_intent")) or _id_of(charge.get("id"))
-    refunded, currency = charge.get("amount_refunded"), charge.get("currency")
-    if not payment or not _is_int(refunded) or refunded < 0 or not isinstance(currency, str):
+    refunded, currency = _amount(charge.get("amount_refunded")), _text(charge.get("currency"))
+    if not payment or refunded is None or not currency:
         raise InvalidPayload("charge.refunded without payment, amount_refunded or currency")
     return ProviderEvent(
         **base,
@@ -198,10 +196,19 @@ def _refund_event(base: dict[str, Any], charge: dict[str, Any]) -> ProviderEvent
 
 def _id_of(value: Any) -> str | None:
     """An expandable field: a bare id, or the expanded object carrying one."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    return value if isinstance(value, str) and value else None
+    return _text(value.get("id") if isinstance(value, dict) else value)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _text(value: Any) -> str | None:
+    """A non-empty ASCII string (Stripe ids, types, currencies and our sids all are), else None.
+
+    ASCII also keeps out lone surrogates, which JSON allows but no database column can hold.
+    """
+    return value if isinstance(value, str) and value and value.isascii() else None
+
+
+def _amount(value: Any) -> int | None:
+    """A whole number of minor units in [0, MAX_AMOUNT], else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_AMOUNT:
+        return value
+    return None

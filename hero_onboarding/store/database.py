@@ -39,7 +39,7 @@ class Store:
         self._reader = reader
         self._writer = writer
         self._write_timeout_s = write_timeout_s
-        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(
@@ -102,15 +102,17 @@ class Store:
             raise StoreError(f"schema version {version}, expected {SCHEMA_VERSION}")
 
     async def close(self) -> None:
-        """Let queued writes finish, then close both connections. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
+        """Let queued writes finish, then close both connections. Every caller waits for it."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         await self._writer.close()
         self._reader.close()
         stats = self._writer.stats
         log.info("database closed: %d writes in %d commits", stats.jobs, stats.commits)
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closing is not None:
             raise StoreError("store is closed")

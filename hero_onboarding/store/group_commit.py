@@ -24,6 +24,8 @@ from typing import Any
 
 import apsw
 
+from .db import StoreError
+
 log = logging.getLogger(__name__)
 
 WriteJob = Callable[[apsw.Connection], Any]
@@ -49,6 +51,7 @@ class GroupCommitter:
         self._max_batch = max_batch
         self._queued: list[tuple[WriteJob, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._cancelled = False  # the flusher was cancelled mid-statement: stop after this batch
         self.stats = WriterStats()
 
     def submit(self, job: WriteJob) -> asyncio.Future[Any]:
@@ -56,26 +59,40 @@ class GroupCommitter:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((job, future))
         if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="group-commit")
+            self._start_flusher()
         return future
 
     async def close(self) -> None:
         """Finish every job already queued, then close the connection."""
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        while self._flusher is not None:
+            await asyncio.wait([self._flusher])  # its done-callback runs before we resume
         await asyncio.to_thread(self._conn.close)
 
+    def _start_flusher(self) -> None:
+        self._flusher = asyncio.create_task(self._flush(), name="group-commit")
+        self._flusher.add_done_callback(self._flusher_done)
+
+    def _flusher_done(self, task: asyncio.Task[None]) -> None:
+        """A done-callback rather than `finally`: it also runs for a task cancelled unstarted."""
+        self._flusher = None
+        if task.cancelled() or task.exception() is not None:
+            # Loop teardown (or a bug): nothing will run what is still queued; say so.
+            _fail(self._queued, StoreError("the store stopped before this write ran"))
+            self._queued.clear()
+        elif self._queued:  # submitted after the flusher's last look at the queue
+            self._start_flusher()
+
     async def _flush(self) -> None:
-        try:
-            while self._queued:
-                batch = self._queued[: self._max_batch]
-                del self._queued[: self._max_batch]
-                # A caller that gave up (timeout, cancellation) no longer wants its job run.
-                live = [(job, future) for job, future in batch if not future.done()]
-                if live:
-                    await self._commit(live)
-        finally:
-            self._flusher = None
+        self._cancelled = False
+        while self._queued:
+            batch = self._queued[: self._max_batch]
+            del self._queued[: self._max_batch]
+            # A caller that gave up (timeout, cancellation) no longer wants its job run.
+            live = [(job, future) for job, future in batch if not future.done()]
+            if live:
+                await self._commit(live)
+            if self._cancelled:
+                raise asyncio.CancelledError
 
     async def _begin(self) -> None:
         """BEGIN IMMEDIATE: on the loop when the lock is free (the usual case), else in a thread
@@ -89,7 +106,22 @@ class GroupCommitter:
             pass
         finally:
             conn.set_busy_timeout(self._busy_timeout_ms)
-        await asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE")
+        await self._in_thread("BEGIN IMMEDIATE")
+
+    async def _in_thread(self, sql: str) -> None:
+        """Run a statement that may wait (lock, disk) in a worker thread.
+
+        If the flusher is cancelled meanwhile, the statement still runs, and the connection must
+        never be used by two threads: so wait for it, finish this batch on its real outcome, and
+        let _flush stop after it.
+        """
+        running = asyncio.ensure_future(asyncio.to_thread(self._conn.execute, sql))
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            self._cancelled = True
+            await asyncio.wait([running])
+            running.result()  # the statement's own error, if it had one
 
     async def _commit(self, batch: list[tuple[WriteJob, asyncio.Future[Any]]]) -> None:
         conn = self._conn
@@ -109,18 +141,19 @@ class GroupCommitter:
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((future, None, result))
-            await asyncio.to_thread(conn.execute, "COMMIT")
-        except Exception as exc:  # the transaction itself broke: nothing in it is durable
-            log.error("write batch of %d jobs failed and was rolled back: %s", len(batch), exc)
+            await self._in_thread("COMMIT")
+        except BaseException as exc:  # the transaction itself broke: nothing in it is durable
+            log.error("write batch of %d jobs failed and was rolled back: %r", len(batch), exc)
             if not conn.getautocommit():
                 try:
                     conn.execute("ROLLBACK")
                 except apsw.Error as rollback_exc:
                     log.error("rollback failed: %s", rollback_exc)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+            if isinstance(exc, Exception):
+                _fail(batch, exc)
+                return
+            _fail(batch, StoreError("the store stopped while this write ran; it was rolled back"))
+            raise
         self.stats.commits += 1
         self.stats.jobs += len(batch)
         for future, error, result in outcomes:
@@ -129,4 +162,17 @@ class GroupCommitter:
             if error is None:
                 future.set_result(result)
             else:
-                future.set_exception(error)
+                future.set_exception(_settable(error))
+
+
+def _fail(batch: list[tuple[WriteJob, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(_settable(exc))
+
+
+def _settable(exc: BaseException) -> BaseException:
+    """asyncio refuses StopIteration as a future's exception; wrap it rather than strand others."""
+    if isinstance(exc, StopIteration):
+        return RuntimeError(f"write job raised StopIteration: {exc!r}")
+    return exc

@@ -22,7 +22,8 @@ CREATE TABLE users (
 
 CREATE TABLE billing (
     sid            TEXT PRIMARY KEY REFERENCES users(sid),
-    credit_balance INTEGER NOT NULL DEFAULT 0,
+    -- An integer overflow would turn the sum into a REAL: refuse that write instead.
+    credit_balance INTEGER NOT NULL DEFAULT 0 CHECK (typeof(credit_balance) = 'integer'),
     currency       TEXT NOT NULL,
     updated_at     INTEGER NOT NULL
 );
@@ -41,6 +42,7 @@ CREATE TABLE payment_events (
     checkout_id  TEXT,
     created_at   INTEGER NOT NULL,
     UNIQUE (provider, kind, external_ref),
+    CHECK (typeof(amount) = 'integer' AND amount BETWEEN -1000000000000 AND 1000000000000),
     CHECK ((kind = 'purchase' AND amount > 0)
         OR (kind = 'refund' AND amount < 0)
         OR (kind = 'adjustment' AND amount <> 0))
