@@ -45,9 +45,14 @@ async def send(
     return await deliver(client, body, sign(body, *(secrets or (SIGNING_SECRET,))))
 
 
-def paid(user: User, amount: int = 1000, **kwargs: Any) -> dict[str, Any]:
+def paid(
+    user: User, amount: int = 1000, *, event_type: str = "checkout.session.completed", **kwargs: Any
+) -> dict[str, Any]:
     kwargs.setdefault("payment_intent", new_id("pi"))
-    return checkout_event("checkout.session.completed", sid=user.sid, amount=amount, **kwargs)
+    return checkout_event(event_type, sid=user.sid, amount=amount, **kwargs)
+
+
+ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
 
 
 async def recorded(store: Store) -> list[deliveries.Delivery]:
@@ -168,12 +173,8 @@ async def test_two_event_types_for_one_payment_credit_once(client, store, user):
     pi = new_id("pi")
     session_id = "cs_test_" + "c" * 58
     completed = paid(user, 900, payment_intent=pi, session_id=session_id)
-    succeeded = checkout_event(
-        "checkout.session.async_payment_succeeded",
-        sid=user.sid,
-        amount=900,
-        payment_intent=pi,
-        session_id=session_id,
+    succeeded = paid(
+        user, 900, event_type=ASYNC_SUCCEEDED, payment_intent=pi, session_id=session_id
     )
     assert (await send(client, completed))[1]["outcome"] == "credited"
     assert (await send(client, succeeded))[1]["outcome"] == "duplicate"
@@ -188,12 +189,8 @@ async def test_async_payment_credits_only_when_it_succeeds(client, store, user):
     assert await balance_of(store, user.sid) == 0
     assert await _checkout_status(store, session_id) == CheckoutStatus.PENDING
 
-    succeeded = checkout_event(
-        "checkout.session.async_payment_succeeded",
-        sid=user.sid,
-        amount=1100,
-        payment_intent=pi,
-        session_id=session_id,
+    succeeded = paid(
+        user, 1100, event_type=ASYNC_SUCCEEDED, payment_intent=pi, session_id=session_id
     )
     assert (await send(client, succeeded))[1]["outcome"] == "credited"
     assert (await send(client, succeeded))[1]["outcome"] == "duplicate"
