@@ -148,7 +148,7 @@ async def ok(request):
     return web.json_response({"received": True})
 app = web.Application(client_max_size=1 << 20)
 app.router.add_post("/webhooks/stripe", ok)
-app.router.add_get("/health", lambda r: ok(r))
+app.router.add_get("/health", ok)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 

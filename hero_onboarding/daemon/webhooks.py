@@ -37,22 +37,20 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     settings, store, parser = app[SETTINGS], app[STORE], app[STRIPE]
     received_at = int(app[CLOCK]())
     provider = parser.name
-    rejected = partial(_reject, request, provider=provider, received_at=received_at)
 
-    too_large = f"body larger than {settings.webhook_max_bytes} bytes"
     if (request.content_length or 0) > settings.webhook_max_bytes:
-        return await rejected(413, too_large)
+        return await _too_large(request, received_at)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return await rejected(413, too_large)
+        return await _too_large(request, received_at)
 
     try:
         event = parser.parse_webhook(body, request.headers)
     except InvalidSignature as exc:
-        return await rejected(401, str(exc))
+        return await _reject(request, 401, str(exc), received_at=received_at)
     except InvalidPayload as exc:
-        return await rejected(400, str(exc), verified=True)
+        return await _reject(request, 400, str(exc), received_at=received_at, verified=True)
 
     try:
         result: Fulfilment = await store.write(
@@ -111,21 +109,20 @@ def _fulfil_and_record(
     return result
 
 
+async def _too_large(request: web.Request, received_at: int) -> web.Response:
+    limit = request.app[SETTINGS].webhook_max_bytes
+    return await _reject(request, 413, f"body larger than {limit} bytes", received_at=received_at)
+
+
 async def _reject(
-    request: web.Request,
-    status: int,
-    reason: str,
-    *,
-    provider: str,
-    received_at: int,
-    verified: bool = False,
+    request: web.Request, status: int, reason: str, *, received_at: int, verified: bool = False
 ) -> web.Response:
     log.warning("webhook rejected (%d): %s", status, reason)
     await _record_quietly(
         request,
         Delivery(
             received_at=received_at,
-            provider=provider,
+            provider=request.app[STRIPE].name,
             verified=verified,
             outcome="rejected",
             detail=f"{status}: {reason}",
