@@ -46,7 +46,8 @@ def _host(value: str) -> str:
     return value
 
 
-def _http_url(value: str) -> str:
+def http_url(value: str) -> str:
+    """The URL without a trailing slash, or ValueError saying what is wrong with it."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
@@ -60,7 +61,7 @@ def _http_url(value: str) -> str:
 
 
 def _optional_http_url(value: str | None) -> str | None:
-    return None if value in (None, "") else _http_url(value)
+    return None if value in (None, "") else http_url(value)
 
 
 def _currency(value: str) -> str:
@@ -112,7 +113,7 @@ class Settings:
         help="Hero socket root (default $HERO_SOCKET_DIR or <home>/var/sockets)"
     )
     public_url: str = _setting(
-        help="URL users reach the public daemon at (default http://<host>:<port>)", check=_http_url
+        help="URL users reach the public daemon at (default http://<host>:<port>)", check=http_url
     )
     host: str = _setting("127.0.0.1", help="address the public daemon listens on", check=_host)
     port: int = _setting(8780, help="port the public daemon listens on", check=_port)

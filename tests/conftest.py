@@ -6,16 +6,24 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import apsw
 import pytest
+import stripe
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from hero_onboarding.config import Secret, Settings, load_settings
 from hero_onboarding.daemon import create_app
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
+from hero_onboarding.sandbox.app import create_sandbox_app
+from hero_onboarding.sandbox.config import SandboxConfig, WebhookEndpoint
 from hero_onboarding.store import Store, balances, ledger, users
 from hero_onboarding.store.users import User
+from tests.processes import free_port
+from tests.sandbox_kit import API_KEY, Harness, Receiver, schema_check_hook
 
 SIGNING_SECRET = "whsec_test_" + "a1" * 16
 OTHER_SECRET = "whsec_test_" + "b2" * 16
@@ -80,3 +88,56 @@ async def client(
     aiohttp_client, settings: Settings, store: Store, webhooks: StripeWebhooks
 ) -> TestClient:
     return await aiohttp_client(create_app(settings, store, webhooks))
+
+
+# --- the Stripe sandbox (tests/sandbox_kit.py) ---
+
+
+@pytest.fixture
+async def receiver(aiohttp_server) -> AsyncIterator[Receiver]:
+    recording = Receiver()
+    app = web.Application()
+    app.router.add_post("/webhooks/stripe", recording.handle)
+    server = await aiohttp_server(app)
+    recording.url = str(server.make_url("/webhooks/stripe"))
+    yield recording
+    assert recording.schema_failures == []
+
+
+def sandbox_config(receiver_url: str | None, **overrides: Any) -> SandboxConfig:
+    """Fast retries so a test sees the whole retry schedule in well under a second."""
+    endpoints = (WebhookEndpoint(receiver_url, (Secret(SIGNING_SECRET),)),) if receiver_url else ()
+    values: dict[str, Any] = {
+        "port": free_port(),
+        "endpoints": endpoints,
+        "retry_delays_s": (0.05, 0.05, 0.05),
+        "attempt_timeout_s": 5.0,
+    }
+    values.update(overrides)
+    return SandboxConfig(**values)
+
+
+async def start_sandbox(aiohttp_server, config: SandboxConfig, **app_kwargs: Any) -> Harness:
+    app = create_sandbox_app(config, **app_kwargs)
+    failures: list[str] = []
+    app.on_response_prepare.append(schema_check_hook(failures))
+    await aiohttp_server(app, port=config.port)
+    sdk_http = stripe.AIOHTTPClient()
+    sdk = stripe.StripeClient(  # async over aiohttp, retries on, as the daemon will use it
+        API_KEY, http_client=sdk_http, base_addresses={"api": config.base_url},
+        max_network_retries=2,
+    )  # fmt: skip
+    return Harness(config.base_url, app, aiohttp.ClientSession(), sdk, sdk_http, failures)
+
+
+@pytest.fixture
+async def sandbox(aiohttp_server, receiver: Receiver) -> AsyncIterator[Harness]:
+    harness = await start_sandbox(aiohttp_server, sandbox_config(receiver.url))
+    yield harness
+    await harness.close()
+    assert harness.schema_failures == []
+
+
+@pytest.fixture
+def stripe_client(sandbox: Harness) -> stripe.StripeClient:
+    return sandbox.sdk

@@ -50,26 +50,43 @@ class ServerProcess:
 def start_server(
     data_dir: Path, *, port: int, env: dict[str, str], timeout: float = 20
 ) -> ServerProcess:
-    log_path = data_dir.parent / f"server-{port}-{time.monotonic_ns()}.log"
+    return start_daemon(
+        ["server", "--data-dir", str(data_dir), "--port", str(port)],
+        port=port,
+        ready_path="/ready",
+        log_dir=data_dir.parent,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def start_daemon(
+    args: list[str],
+    *,
+    port: int,
+    ready_path: str,
+    log_dir: Path,
+    env: dict[str, str],
+    timeout: float = 20,
+) -> ServerProcess:
+    """Run `hero-onboarding ARGS` until GET ready_path answers 200 (or it exits: then fail)."""
+    log_path = log_dir / f"{args[0]}-{port}-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [CLI, "server", "--data-dir", str(data_dir), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
+            [CLI, *args], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}
         )
     server = ServerProcess(process, port, log_path)
     try:
         wait_until(
-            lambda: process.poll() is not None or http_status(server.url + "/ready") == 200,
+            lambda: process.poll() is not None or http_status(server.url + ready_path) == 200,
             timeout=timeout,
-            what="the server answers /ready",
+            what=f"{args[0]} answers {ready_path}",
         )
     except AssertionError:
         process.kill()
         raise
     if process.poll() is not None:
-        raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
+        raise AssertionError(f"{args[0]} exited with {process.returncode}:\n{server.log()}")
     return server
 
 

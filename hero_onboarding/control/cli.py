@@ -24,6 +24,7 @@ from ..config import (
 from ..daemon.server import serve
 from .foreground import run_until_signalled
 from .logs import configure_logging
+from .sandbox import sandbox_command
 from .secrets import SecretsError, secrets_from_env
 
 PROG: Final = "hero-onboarding"
@@ -78,6 +79,9 @@ def server(**flags: str | None) -> None:
     secrets = secrets_from_env(os.environ)
     configure_logging(settings.log_level, "server")
     run_until_signalled(partial(serve, settings, secrets))
+
+
+cli.add_command(sandbox_command)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -28,6 +28,15 @@ def secrets_from_env(env: Mapping[str, str]) -> Secrets:
     STRIPE_WEBHOOK_SIGNING_KEY may hold several comma-separated `whsec_` secrets, so one can be
     rolled without dropping deliveries signed with the other.
     """
+    return Secrets(
+        webhook_signing_keys=webhook_signing_keys(env),
+        stripe_secret_key=optional_secret(env, SECRET_KEY),
+        stripe_publishable_key=optional_secret(env, PUBLISHABLE_KEY),
+    )
+
+
+def webhook_signing_keys(env: Mapping[str, str]) -> tuple[Secret, ...]:
+    """STRIPE_WEBHOOK_SIGNING_KEY as one or more `whsec_` secrets; missing or malformed: error."""
     raw = env.get(WEBHOOK_SIGNING_KEY, "")
     if not raw.strip():
         raise SecretsError(f"{WEBHOOK_SIGNING_KEY} is not set ({_LOOKED_IN})")
@@ -39,13 +48,9 @@ def secrets_from_env(env: Mapping[str, str]) -> Secrets:
                 f"{WEBHOOK_SIGNING_KEY}: {where} is not a Stripe webhook signing secret "
                 "(they start with whsec_)"
             )
-    return Secrets(
-        webhook_signing_keys=tuple(Secret(entry) for entry in entries),
-        stripe_secret_key=_optional(env, SECRET_KEY),
-        stripe_publishable_key=_optional(env, PUBLISHABLE_KEY),
-    )
+    return tuple(Secret(entry) for entry in entries)
 
 
-def _optional(env: Mapping[str, str], name: str) -> Secret | None:
+def optional_secret(env: Mapping[str, str], name: str) -> Secret | None:
     value = env.get(name, "").strip()
     return Secret(value) if value else None

@@ -1,0 +1,113 @@
+"""Stripe's REST endpoints that hero-onboarding uses, under /v1."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+
+from .keys import SANDBOX
+from .middleware import changed, meta_of, read_params, stripe_json
+from .params import checkout_session_create_schema, object_schema
+
+_ID: Final = {"type": "string", "maxLength": 5000}
+_INT: Final = {"type": "integer"}
+_EXPAND: Final = {"type": "array", "items": _ID}
+_CREATED: Final = {
+    "anyOf": [
+        {"type": "object", "properties": {"gt": _INT, "gte": _INT, "lt": _INT, "lte": _INT}},
+        _INT,
+    ]
+}
+_PAGE: Final = {"limit": _INT, "starting_after": _ID, "ending_before": _ID, "expand": _EXPAND}
+
+
+RETRIEVE: Final = object_schema(expand=_EXPAND)
+LIST_SESSIONS: Final = object_schema(
+    **_PAGE,
+    status={"type": "string", "enum": ["complete", "expired", "open"]},
+    payment_intent=_ID,
+    created=_CREATED,
+)
+LIST_LINE_ITEMS: Final = object_schema(**_PAGE)
+LIST_EVENTS: Final = object_schema(
+    **_PAGE,
+    type=_ID,
+    types={"type": "array", "items": _ID},
+    created=_CREATED,
+    delivery_success={"type": "boolean"},
+)
+CREATE_REFUND: Final = object_schema(
+    amount=_INT,
+    charge=_ID,
+    payment_intent=_ID,
+    reason={"type": "string", "enum": ["duplicate", "fraudulent", "requested_by_customer"]},
+    metadata={"type": "object", "additionalProperties": {"type": "string", "maxLength": 500}},
+    expand=_EXPAND,
+)
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/checkout/sessions")
+async def create_session(request: web.Request) -> web.Response:
+    params = await read_params(request, checkout_session_create_schema())
+    sandbox = request.app[SANDBOX]
+    session = sandbox.create_session(params)
+    await changed(request)
+    return stripe_json(sandbox.render_session(session, params.get("expand", [])))
+
+
+@routes.get("/v1/checkout/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    query = await read_params(request, LIST_SESSIONS)
+    return stripe_json(request.app[SANDBOX].list_sessions(query))
+
+
+@routes.get("/v1/checkout/sessions/{session}")
+async def retrieve_session(request: web.Request) -> web.Response:
+    query = await read_params(request, RETRIEVE)
+    sandbox = request.app[SANDBOX]
+    session = sandbox.session(request.match_info["session"])
+    return stripe_json(sandbox.render_session(session, query.get("expand", [])))
+
+
+@routes.get("/v1/checkout/sessions/{session}/line_items")
+async def list_line_items(request: web.Request) -> web.Response:
+    query = await read_params(request, LIST_LINE_ITEMS)
+    return stripe_json(request.app[SANDBOX].line_items(request.match_info["session"], query))
+
+
+@routes.post("/v1/checkout/sessions/{session}/expire")
+async def expire_session(request: web.Request) -> web.Response:
+    params = await read_params(request, RETRIEVE)
+    sandbox = request.app[SANDBOX]
+    session = sandbox.expire_session(request.match_info["session"], meta_of(request))
+    await changed(request)
+    return stripe_json(sandbox.render_session(session, params.get("expand", [])))
+
+
+@routes.get("/v1/payment_intents/{intent}")
+async def retrieve_payment_intent(request: web.Request) -> web.Response:
+    await read_params(request, RETRIEVE)
+    return stripe_json(request.app[SANDBOX].payment_intent(request.match_info["intent"]))
+
+
+@routes.post("/v1/refunds")
+async def create_refund(request: web.Request) -> web.Response:
+    params = await read_params(request, CREATE_REFUND)
+    refund = request.app[SANDBOX].refund(params, meta_of(request))
+    await changed(request)
+    return stripe_json(refund)
+
+
+@routes.get("/v1/events")
+async def list_events(request: web.Request) -> web.Response:
+    query = await read_params(request, LIST_EVENTS)
+    return stripe_json(request.app[SANDBOX].list_events(query))
+
+
+@routes.get("/v1/events/{id}")
+async def retrieve_event(request: web.Request) -> web.Response:
+    await read_params(request, RETRIEVE)
+    return stripe_json(request.app[SANDBOX].event(request.match_info["id"]))

@@ -1,0 +1,92 @@
+"""Building the sandbox app: state, webhook dispatcher, the clock that expires and settles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import jinja2
+from aiohttp import web
+
+from .. import __version__
+from . import api, controls, page
+from .config import SERVICE_NAME, SandboxConfig
+from .engine import Sandbox
+from .keys import CONFIG, DISPATCHER, POKE, SANDBOX, SAVE, TEMPLATES
+from .middleware import auth_middleware, errors_middleware, idempotency_middleware
+from .state import SandboxState, StateFile
+from .webhooks import WebhookDispatcher
+
+log = logging.getLogger(__name__)
+
+IDLE_CHECK_S = 60.0  # the clock looks again at least this often, whatever it expects
+
+
+def create_sandbox_app(
+    config: SandboxConfig, *, clock: Callable[[], float] = time.time
+) -> web.Application:
+    """The sandbox as an aiohttp app; loads `config.state_file` if there is one."""
+    state_file = StateFile(config.state_file) if config.state_file else None
+    state = state_file.load() if state_file else SandboxState()
+
+    async def save() -> None:
+        if state_file is not None:
+            await state_file.save(state)
+
+    dispatcher = WebhookDispatcher(config, state, save=save, clock=clock)
+    sandbox = Sandbox(config, state, clock=clock, publish=dispatcher.publish)
+    wake = asyncio.Event()
+
+    app = web.Application(middlewares=[errors_middleware, auth_middleware, idempotency_middleware])
+    app[CONFIG] = config
+    app[SANDBOX] = sandbox
+    app[DISPATCHER] = dispatcher
+    app[SAVE] = save
+    app[POKE] = wake.set
+    app[TEMPLATES] = jinja2.Environment(
+        loader=jinja2.PackageLoader(__package__, "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    app.router.add_get("/health", health)
+    app.add_routes(api.routes)
+    app.add_routes(controls.routes)
+    app.add_routes(page.routes)
+
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        await dispatcher.start()
+        clock_task = asyncio.get_running_loop().create_task(_run_clock(sandbox, save, wake, clock))
+        yield
+        clock_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await clock_task
+        await dispatcher.close()
+        await save()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def health(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "service": SERVICE_NAME, "version": __version__})
+
+
+async def _run_clock(
+    sandbox: Sandbox,
+    save: Callable[[], Awaitable[None]],
+    wake: asyncio.Event,
+    clock: Callable[[], float],
+) -> None:
+    """Expire sessions and settle delayed payments when they fall due, as Stripe's clock would."""
+    while True:
+        events_before = len(sandbox.state.events)
+        next_due = sandbox.run_due()
+        if len(sandbox.state.events) != events_before:
+            await save()
+        wait = IDLE_CHECK_S if next_due is None else min(IDLE_CHECK_S, next_due - clock())
+        wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=max(wait, 0.0))

@@ -1,0 +1,20 @@
+"""Typed keys for what the sandbox app shares with its handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import jinja2
+from aiohttp import web
+
+from .config import SandboxConfig
+from .engine import Sandbox
+from .webhooks import WebhookDispatcher
+
+CONFIG: Final = web.AppKey("sandbox_config", SandboxConfig)
+SANDBOX: Final = web.AppKey("sandbox", Sandbox)
+DISPATCHER: Final = web.AppKey("sandbox_dispatcher", WebhookDispatcher)
+SAVE: Final = web.AppKey("sandbox_save", Callable[[], Awaitable[None]])
+POKE: Final = web.AppKey("sandbox_poke", Callable[[], None])
+TEMPLATES: Final = web.AppKey("sandbox_templates", jinja2.Environment)

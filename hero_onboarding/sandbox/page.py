@@ -1,0 +1,156 @@
+"""The hosted payment page at `session.url`: plain HTML forms, no JavaScript needed.
+
+A browser and an HTTP client pay the same way: GET the page, POST the form. Success answers
+303 to the session's success_url with the id filled in; a decline re-renders the page with
+Stripe's message (402) and leaves the session open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Final
+
+from aiohttp import web
+
+from . import currencies
+from .engine import PageError, PaymentForm, PayResult
+from .keys import CONFIG, POKE, SANDBOX, SAVE, TEMPLATES
+from .state import Obj
+
+FIELDS: Final = (
+    "method", "email", "name", "card_number", "card_expiry", "card_cvc", "routing_number",
+    "account_number",
+)  # fmt: skip
+MAX_FIELD: Final = 200
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/c/pay/{session}")
+async def show(request: web.Request) -> web.Response:
+    sandbox = request.app[SANDBOX]
+    events_before = len(sandbox.state.events)
+    try:
+        session = sandbox.payable_session(request.match_info["session"])
+        response = _checkout_page(request, session, PaymentForm(method="card", email=""), None)
+    except PageError as exc:
+        response = _closed_page(request, exc)
+    if len(sandbox.state.events) != events_before:  # the visit found it expired
+        await request.app[SAVE]()
+    return response
+
+
+@routes.post("/c/pay/{session}")
+async def pay(request: web.Request) -> web.Response:
+    fields = await _form_fields(request)
+    form = PaymentForm(**{name: fields.get(name, "") for name in FIELDS})
+    checkout_id = request.match_info["session"]
+    try:
+        result = request.app[SANDBOX].pay(checkout_id, form)
+    except PageError as exc:
+        await request.app[SAVE]()
+        return _closed_page(request, exc)
+    return await _next_step(request, checkout_id, form, result)
+
+
+@routes.post("/c/pay/{session}/authenticate")
+async def authenticate(request: web.Request) -> web.Response:
+    fields = await _form_fields(request)
+    checkout_id = request.match_info["session"]
+    try:
+        result = request.app[SANDBOX].authenticate(
+            checkout_id, fields.get("attempt", ""), approved=fields.get("action") == "complete"
+        )
+    except PageError as exc:
+        await request.app[SAVE]()
+        return _closed_page(request, exc)
+    return await _next_step(request, checkout_id, PaymentForm(method="card", email=""), result)
+
+
+async def _next_step(
+    request: web.Request, checkout_id: str, form: PaymentForm, result: PayResult
+) -> web.Response:
+    await request.app[SAVE]()
+    if result.redirect is not None:
+        request.app[POKE]()  # a delayed payment may now be due to settle
+        raise web.HTTPSeeOther(result.redirect)
+    session = request.app[SANDBOX].session(checkout_id)
+    if result.challenge is not None:
+        return _render(
+            request,
+            "authenticate.html",
+            200,
+            amount=_amount(session),
+            attempt=result.challenge,
+            action=f"/c/pay/{checkout_id}/authenticate",
+        )
+    shown = replace(form, card_cvc="")  # never echo a CVC back
+    return _checkout_page(request, session, shown, result, status=result.status)
+
+
+async def _form_fields(request: web.Request) -> dict[str, str]:
+    posted = await request.post()
+    return {
+        name: value.strip()[:MAX_FIELD] for name, value in posted.items() if isinstance(value, str)
+    }
+
+
+def _checkout_page(
+    request: web.Request,
+    session: Obj,
+    form: PaymentForm,
+    result: PayResult | None,
+    *,
+    status: int = 200,
+) -> web.Response:
+    sandbox = request.app[SANDBOX]
+    items = [
+        {
+            "description": item["description"],
+            "quantity": item["quantity"],
+            "amount": currencies.format_amount(item["amount_total"], item["currency"]),
+        }
+        for item in sandbox.state.line_items[session["id"]]
+    ]
+    return _render(
+        request,
+        "checkout.html",
+        status,
+        merchant=request.app[CONFIG].account_name,
+        amount=_amount(session),
+        line_items=items,
+        methods=session["payment_method_types"],
+        form=form,
+        error=result.error if result else None,
+        field=result.field if result else None,
+        action=f"/c/pay/{session['id']}",
+        cancel_url=session["cancel_url"],
+    )
+
+
+def _closed_page(request: web.Request, exc: PageError) -> web.Response:
+    return _render(
+        request,
+        "closed.html",
+        exc.status,
+        title=exc.title,
+        message=exc.message,
+        return_url=exc.return_url,
+    )
+
+
+def _amount(session: Obj) -> str:
+    return currencies.format_amount(session["amount_total"], session["currency"])
+
+
+def _render(request: web.Request, template: str, status: int, **context: Any) -> web.Response:
+    html = request.app[TEMPLATES].get_template(template).render(**context)
+    return web.Response(
+        text=html, status=status, content_type="text/html", headers=SECURITY_HEADERS
+    )

@@ -1,0 +1,89 @@
+"""Validating what the sandbox returns against Stripe's own OpenAPI schemas (a stored subset).
+
+The subset is OpenAPI 3.0: `nullable: true` is not JSON Schema, so it is rewritten into null
+unions first (the subset's own _source.caveats say so). Beyond the schema, Stripe's objects carry
+every documented key and nothing invented: the key sets are checked against the properties too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+SUBSET = Path(__file__).parent / "fixtures" / "stripe-openapi-subset.json"
+# Keys in SDK 16.x's API version (2026-10-28.endive) that the dahlia subset predates.
+NEWER_KEYS = {"payment_intent": {"source"}}
+# Objects whose schema is stubbed in the subset (accepts anything): only their shape is checked.
+STUBBED = {"charge", "refund", "item"}
+
+
+def _nullable_to_union(node: Any) -> Any:
+    if isinstance(node, dict):
+        node = {key: _nullable_to_union(value) for key, value in node.items()}
+        if node.pop("nullable", False):
+            if "type" in node:
+                node["type"] = [node["type"], "null"]
+            if "enum" in node:
+                node["enum"] = [*node["enum"], None]
+            if "anyOf" in node:
+                node["anyOf"] = [*node["anyOf"], {"type": "null"}]
+        return node
+    if isinstance(node, list):
+        return [_nullable_to_union(item) for item in node]
+    return node
+
+
+@cache
+def _components() -> dict[str, Any]:
+    document = json.loads(SUBSET.read_text())
+    return _nullable_to_union(document["components"])
+
+
+@cache
+def _validator(schema_name: str) -> jsonschema.Draft7Validator:
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": _components()}
+    return jsonschema.Draft7Validator(schema)
+
+
+def schema_properties(schema_name: str) -> set[str]:
+    return set(_components()["schemas"][schema_name].get("properties", {}))
+
+
+def check_object(obj: Any, where: str = "response") -> None:
+    """Assert `obj` (a Stripe object, list, or error body) is what Stripe's schema allows."""
+    assert isinstance(obj, dict), f"{where}: not a JSON object"
+    if "error" in obj and "object" not in obj:
+        _check_schema(obj, "error", where)
+        return
+    kind = obj.get("object")
+    if kind == "list":
+        assert set(obj) == {"object", "data", "has_more", "url"}, f"{where}: list keys {set(obj)}"
+        for index, item in enumerate(obj["data"]):
+            if isinstance(item, dict) and "object" in item:
+                check_object(item, f"{where}.data[{index}]")
+        return
+    if kind in STUBBED:
+        assert isinstance(obj.get("id"), str), f"{where}: {kind} without an id"
+        return
+    assert kind in ("checkout.session", "payment_intent", "event"), f"{where}: object {kind!r}"
+    _check_schema(obj, kind, where)
+    invented = set(obj) - schema_properties(kind) - NEWER_KEYS.get(kind, set())
+    assert not invented, f"{where}: keys Stripe does not document on {kind}: {sorted(invented)}"
+    if kind == "event":
+        check_object(obj["data"]["object"], f"{where}.data.object")
+    if kind == "checkout.session" and isinstance(obj.get("payment_intent"), dict):
+        check_object(obj["payment_intent"], f"{where}.payment_intent")
+    if kind == "checkout.session" and isinstance(obj.get("line_items"), dict):
+        check_object(obj["line_items"], f"{where}.line_items")
+
+
+def _check_schema(obj: dict[str, Any], schema_name: str, where: str) -> None:
+    errors = sorted(_validator(schema_name).iter_errors(copy.deepcopy(obj)), key=str)
+    assert not errors, f"{where}: not a valid {schema_name}: " + "; ".join(
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]
+    )

@@ -1,0 +1,249 @@
+"""The hosted payment page: Stripe's test cards, 3-D Secure, bank payments, closed sessions.
+
+The page is driven here as a browser without JavaScript drives it: GET it, POST its form.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import stripe
+
+from tests.sandbox_kit import Harness, Receiver, session_params, wait_for_types
+
+
+async def new_session(client: stripe.StripeClient, **overrides: object) -> stripe.checkout.Session:
+    return await client.v1.checkout.sessions.create_async(session_params(**overrides))
+
+
+async def page_text(sandbox: Harness, url: str) -> tuple[int, str]:
+    async with sandbox.http.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_the_page_shows_amount_product_and_a_form_with_labels(
+    sandbox: Harness, stripe_client: stripe.StripeClient
+) -> None:
+    session = await new_session(stripe_client, customer_email="ada@example.com")
+    status, html = await page_text(sandbox, session.url)
+    assert status == 200
+    assert "10.00 USD" in html
+    assert "Hero credits" in html
+    assert "SANDBOX" in html
+    assert "<script" not in html
+    for field in ("email", "card_number", "card_expiry", "card_cvc"):
+        assert re.search(rf'<label for="{field}">', html), field
+        assert f'id="{field}" name="{field}"' in html
+    assert 'action="/c/pay/' in html
+    assert 'method="post"' in html
+
+
+async def test_paying_with_4242_completes_the_session_and_redirects(
+    sandbox: Harness, stripe_client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    session = await new_session(stripe_client)
+    response = await sandbox.pay(session.url)
+    assert response.status == 303
+    assert response.headers["Location"] == (
+        f"https://shop.example/payment/return?session_id={session.id}"
+    )
+    paid = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
+    assert (paid.status, paid.payment_status, paid.url) == ("complete", "paid", None)
+    assert paid.customer_details.email == "buyer@example.com"
+    assert paid.payment_intent.startswith("pi_")
+
+    await wait_for_types(receiver, "checkout.session.completed", "payment_intent.succeeded")
+    completed = receiver.of_type("checkout.session.completed")[0].event
+    assert completed["data"]["object"]["payment_status"] == "paid"
+    assert completed["data"]["object"]["client_reference_id"] == "sid-1"
+
+    again = await sandbox.pay(paid_url := session.url)
+    assert again.status == 409, paid_url  # a completed session cannot be paid twice
+    status, html = await page_text(sandbox, session.url)
+    assert status == 409
+    assert "already been paid" in html
+
+
+@pytest.mark.parametrize(
+    ("card", "message"),
+    [
+        ("4000 0000 0000 0002", "Your card was declined."),
+        ("4000 0000 0000 9995", "Your card has insufficient funds."),
+        ("4000 0000 0000 0069", "Your card has expired."),
+        ("4000 0000 0000 0119", "An error occurred while processing your card."),
+        ("4100 0000 0000 0019", "Your card was declined."),
+        ("4111 1111 1111 1111", "used a non test card"),
+    ],
+)
+async def test_declined_cards_show_the_error_and_send_nothing(
+    sandbox: Harness, stripe_client: stripe.StripeClient, card: str, message: str
+) -> None:
+    session = await new_session(stripe_client)
+    async with sandbox.http.post(
+        session.url,
+        data={"method": "card", "email": "a@example.com", "card_number": card,
+              "card_expiry": "12/34", "card_cvc": "123"},
+    ) as response:  # fmt: skip
+        html = await response.text()
+    assert response.status == 402
+    assert message.replace("'", "&#39;") in html
+    assert 'role="alert"' in html
+    assert 'value="123"' not in html  # the CVC is never echoed back
+    still = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
+    assert (still.status, still.payment_intent) == ("open", None)
+    assert sandbox.engine.state.events == {}
+    assert await sandbox.deliveries() == []
+    # The session stays payable: the buyer fixes the card and pays.
+    assert (await sandbox.pay(session.url)).status == 303
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"card_number": "4242 4242 4242 4241"}, "Your card number is invalid."),
+        ({"card_expiry": "13/30"}, "expiration date is incomplete"),
+        ({"card_expiry": "01/20"}, "expiration date is in the past"),
+        ({"card_cvc": "12"}, "security code is incomplete"),
+        ({"email": "not-an-email"}, "Enter a valid email address."),
+        ({"method": "paypal"}, "Choose a payment method."),
+    ],
+)
+async def test_bad_fields_are_named_on_the_page(
+    sandbox: Harness, stripe_client: stripe.StripeClient, fields: dict[str, str], message: str
+) -> None:
+    session = await new_session(stripe_client)
+    form = {"method": "card", "email": "a@example.com", "card_number": "4242424242424242",
+            "card_expiry": "12/34", "card_cvc": "123", **fields}  # fmt: skip
+    async with sandbox.http.post(session.url, data=form) as response:
+        html = await response.text()
+    assert response.status == 400
+    assert message.replace("'", "&#39;") in html
+    assert sandbox.engine.state.events == {}
+
+
+async def test_three_d_secure_completes_or_fails(
+    sandbox: Harness, stripe_client: stripe.StripeClient
+) -> None:
+    session = await new_session(stripe_client)
+    async with sandbox.http.post(
+        session.url,
+        data={"method": "card", "email": "a@example.com", "card_number": "4000002760003184",
+              "card_expiry": "12/34", "card_cvc": "123"},
+    ) as response:  # fmt: skip
+        html = await response.text()
+    assert response.status == 200
+    assert "3-D Secure" in html
+    attempt = re.search(r'name="attempt" value="([^"]+)"', html)
+    assert attempt is not None
+    authenticate = f"{session.url}/authenticate"
+
+    async with sandbox.http.post(
+        authenticate, data={"attempt": attempt.group(1), "action": "fail"}
+    ) as response:
+        html = await response.text()
+    assert response.status == 402
+    assert "unable to authenticate" in html
+    async with sandbox.http.post(
+        authenticate, data={"attempt": attempt.group(1), "action": "complete"}
+    ) as response:
+        assert response.status == 404  # an attempt is answered once
+
+    async with sandbox.http.post(
+        session.url,
+        data={"method": "card", "email": "a@example.com", "card_number": "4000002760003184",
+              "card_expiry": "12/34", "card_cvc": "123"},
+    ) as response:  # fmt: skip
+        attempt = re.search(r'name="attempt" value="([^"]+)"', await response.text())
+    assert attempt is not None
+    async with sandbox.http.post(
+        authenticate, data={"attempt": attempt.group(1), "action": "complete"},
+        allow_redirects=False,
+    ) as response:  # fmt: skip
+        assert response.status == 303
+    paid = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
+    assert paid.payment_status == "paid"
+
+
+async def test_bank_payment_completes_unpaid_then_settles(
+    sandbox: Harness, stripe_client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    session = await new_session(stripe_client)
+    assert session.payment_method_types == ["card", "us_bank_account"]
+    response = await sandbox.pay(
+        session.url, method="us_bank_account", routing_number="110000000",
+        account_number="000123456789",
+    )  # fmt: skip
+    assert response.status == 303
+    pending = await stripe_client.v1.checkout.sessions.retrieve_async(
+        session.id, {"expand": ["payment_intent"]}
+    )
+    assert (pending.status, pending.payment_status) == ("complete", "unpaid")
+    assert pending.payment_intent.status == "processing"
+    await wait_for_types(receiver, "checkout.session.completed")
+
+    await sandbox.control(f"/_sandbox/checkout/sessions/{session.id}/settle")
+    await wait_for_types(receiver, "checkout.session.async_payment_succeeded")
+    order = [t for t in receiver.types() if t.startswith("checkout.session.")]
+    assert order == ["checkout.session.completed", "checkout.session.async_payment_succeeded"]
+    assert (
+        receiver.of_type("checkout.session.completed")[0].event["data"]["object"]["payment_status"]
+        == "unpaid"
+    )
+    settled = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
+    assert settled.payment_status == "paid"
+
+
+async def test_a_failing_bank_account_ends_in_async_payment_failed(
+    sandbox: Harness, stripe_client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    session = await new_session(stripe_client)
+    await sandbox.pay(
+        session.url, method="us_bank_account", routing_number="110000000",
+        account_number="000222222227",
+    )  # fmt: skip
+    await sandbox.control(f"/_sandbox/checkout/sessions/{session.id}/settle")
+    await wait_for_types(receiver, "checkout.session.async_payment_failed")
+    assert not receiver.of_type("checkout.session.async_payment_succeeded")
+    failed = await stripe_client.v1.checkout.sessions.retrieve_async(
+        session.id, {"expand": ["payment_intent"]}
+    )
+    assert failed.payment_status == "unpaid"
+    assert failed.payment_intent.last_payment_error.code == "insufficient_funds"
+
+
+async def test_expired_and_unknown_sessions_cannot_be_paid(
+    sandbox: Harness, stripe_client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    session = await new_session(stripe_client)
+    await sandbox.control(f"/_sandbox/checkout/sessions/{session.id}/expire")
+    await wait_for_types(receiver, "checkout.session.expired")
+    expired_event = receiver.of_type("checkout.session.expired")[0].event
+    assert expired_event["request"] == {"id": None, "idempotency_key": None}
+
+    response = await sandbox.pay(session.url)
+    assert response.status == 410
+    status, html = await page_text(sandbox, session.url)
+    assert status == 410
+    assert "expired" in html
+    status, _ = await page_text(sandbox, f"{sandbox.url}/c/pay/cs_test_nothing_here")
+    assert status == 404
+
+
+async def test_text_from_the_merchant_is_escaped(
+    sandbox: Harness, stripe_client: stripe.StripeClient
+) -> None:
+    item = {
+        "price_data": {
+            "currency": "usd",
+            "unit_amount": 700,
+            "product_data": {"name": "<script>alert(1)</script>"},
+        },
+        "quantity": 2,
+    }
+    session = await new_session(stripe_client, line_items=[item])
+    status, html = await page_text(sandbox, session.url)
+    assert status == 200
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+    assert "14.00 USD" in html
