@@ -301,3 +301,26 @@ async def test_a_hanging_endpoint_times_out_and_never_blocks_the_api(aiohttp_ser
     finally:
         release.set()
         await harness.close()
+
+
+async def test_events_are_forgotten_after_30_days_like_stripes(
+    aiohttp_server, receiver: Receiver
+) -> None:
+    now = [1_900_000_000.0]
+    harness = await start_sandbox(
+        aiohttp_server, sandbox_config(receiver.url), clock=lambda: now[0]
+    )
+    try:
+        await one_expired_event(harness)
+        await harness.settled_deliveries(1)
+        now[0] += 30 * 86400 + 1
+        harness.app[POKE]()
+
+        async def forgotten() -> bool:
+            return not harness.engine.state.events and not harness.engine.state.deliveries
+
+        await wait_until_async(forgotten, timeout=10, what="the old event is dropped")
+        listed = await harness.sdk.v1.events.list_async()
+        assert listed.data == []
+    finally:
+        await harness.close()

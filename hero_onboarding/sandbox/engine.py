@@ -8,20 +8,24 @@ is handed to `publish`, which queues its webhook deliveries and says how many it
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from . import cards, objects
+from . import cards, currencies, objects
 from .checkout import plan_session
 from .config import SandboxConfig
 from .errors import StripeApiError, invalid, missing_resource
 from .ids import new_id, session_id
 from .state import Obj, SandboxState
 
+log = logging.getLogger(__name__)
+
 SESSION_ID_TEMPLATE: Final = "{CHECKOUT_SESSION_ID}"
+EVENT_RETENTION_S: Final = 30 * 86400  # Stripe serves events for 30 days
 MAX_LIST_LIMIT: Final = 100
 _EXPIRY: Final = re.compile(r"^\s*(\d{1,2})\s*/?\s*(\d{2}|\d{4})\s*$")
 _EMAIL: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -175,6 +179,7 @@ class Sandbox:
             if challenge["session"] == session["id"]:
                 del self.state.challenges[attempt]
         self._emit("checkout.session.expired", session, meta)
+        log.info("%s expired", session["id"])
 
     # -- The hosted page ----------------------------------------------------------------------
 
@@ -294,6 +299,7 @@ class Sandbox:
         self._emit("charge.succeeded", charge)
         self._emit("payment_intent.succeeded", intent)
         self._emit("checkout.session.completed", session)
+        log.info("%s paid by card: %s", session["id"], _amount_text(session))
         return PayResult(redirect=_success_url(session))
 
     def _pay_by_bank(self, session: Obj, form: PaymentForm) -> PayResult:
@@ -331,6 +337,9 @@ class Sandbox:
         }
         self._emit("payment_intent.processing", intent)
         self._emit("checkout.session.completed", session)
+        log.info(
+            "%s completed by bank debit: %s, settles later", session["id"], _amount_text(session)
+        )
         return PayResult(redirect=_success_url(session))
 
     def settle(self, checkout_id: str, outcome: str | None) -> Obj:
@@ -369,6 +378,7 @@ class Sandbox:
             self._emit("charge.failed", charge)
             self._emit("payment_intent.payment_failed", intent)
             self._emit("checkout.session.async_payment_failed", session)
+        log.info("%s bank debit %s", checkout_id, "failed: " + failure if failure else "settled")
         return session
 
     def _create_payment(
@@ -521,8 +531,9 @@ class Sandbox:
     # -- Time passing -----------------------------------------------------------------------
 
     def run_due(self) -> float | None:
-        """Expire and settle what is due now; return when the next thing falls due."""
+        """Expire, settle and forget what is due now; return when the next thing falls due."""
         now = self._clock()
+        self._forget_old_events(now - EVENT_RETENTION_S)
         upcoming: list[float] = []
         for session in list(self.state.sessions.values()):
             if session["status"] != "open":
@@ -540,6 +551,22 @@ class Sandbox:
             else:
                 upcoming.append(due_at)
         return min(upcoming, default=None)
+
+    def _forget_old_events(self, cutoff: float) -> None:
+        """Drop events past Stripe's 30 days with their finished deliveries: bounded state."""
+        owed = {d["event"] for d in self.state.deliveries.values() if d["status"] == "pending"}
+        old = {
+            event_id
+            for event_id, event in self.state.events.items()
+            if event["created"] < cutoff and event_id not in owed
+        }
+        if not old:
+            return
+        for event_id in old:
+            del self.state.events[event_id]
+        for delivery_id, delivery in list(self.state.deliveries.items()):
+            if delivery["event"] in old:
+                del self.state.deliveries[delivery_id]
 
 
 def paginate(items: list[Obj], query: Obj, *, url: str, newest: bool = True) -> Obj:
@@ -588,6 +615,10 @@ def _type_matches(pattern: str, event_type: str) -> bool:
 
 def _success_url(session: Obj) -> str:
     return str(session["success_url"]).replace(SESSION_ID_TEMPLATE, session["id"])
+
+
+def _amount_text(session: Obj) -> str:
+    return currencies.format_amount(session["amount_total"], session["currency"])
 
 
 def _declined(decline_code: str | None) -> PayResult:
