@@ -299,7 +299,7 @@ class Sandbox:
         self._emit("charge.succeeded", charge)
         self._emit("payment_intent.succeeded", intent)
         self._emit("checkout.session.completed", session)
-        log.info("%s paid by card: %s", session["id"], _amount_text(session))
+        log.info("%s paid by card: %s", session["id"], amount_text(session))
         return PayResult(redirect=_success_url(session))
 
     def _pay_by_bank(self, session: Obj, form: PaymentForm) -> PayResult:
@@ -338,7 +338,7 @@ class Sandbox:
         self._emit("payment_intent.processing", intent)
         self._emit("checkout.session.completed", session)
         log.info(
-            "%s completed by bank debit: %s, settles later", session["id"], _amount_text(session)
+            "%s completed by bank debit: %s, settles later", session["id"], amount_text(session)
         )
         return PayResult(redirect=_success_url(session))
 
@@ -617,7 +617,8 @@ def _success_url(session: Obj) -> str:
     return str(session["success_url"]).replace(SESSION_ID_TEMPLATE, session["id"])
 
 
-def _amount_text(session: Obj) -> str:
+def amount_text(session: Obj) -> str:
+    """`12.34 USD`: how the page and the log show what a session charges."""
     return currencies.format_amount(session["amount_total"], session["currency"])
 
 

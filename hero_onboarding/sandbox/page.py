@@ -13,7 +13,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from . import currencies
-from .engine import PageError, PaymentForm, PayResult
+from .engine import PageError, PaymentForm, PayResult, amount_text
 from .keys import CONFIG, POKE, SANDBOX, SAVE, TEMPLATES
 from .state import Obj
 
@@ -86,7 +86,7 @@ async def _next_step(
             request,
             "authenticate.html",
             200,
-            amount=_amount(session),
+            amount=amount_text(session),
             attempt=result.challenge,
             action=f"/c/pay/{checkout_id}/authenticate",
         )
@@ -123,7 +123,7 @@ def _checkout_page(
         "checkout.html",
         status,
         merchant=request.app[CONFIG].account_name,
-        amount=_amount(session),
+        amount=amount_text(session),
         line_items=items,
         methods=session["payment_method_types"],
         form=form,
@@ -143,10 +143,6 @@ def _closed_page(request: web.Request, exc: PageError) -> web.Response:
         message=exc.message,
         return_url=exc.return_url,
     )
-
-
-def _amount(session: Obj) -> str:
-    return currencies.format_amount(session["amount_total"], session["currency"])
 
 
 def _render(request: web.Request, template: str, status: int, **context: Any) -> web.Response:
