@@ -53,11 +53,18 @@ def http_url(value: str) -> str:
         raise ValueError("must be an http:// or https:// URL with a host")
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query or fragment")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry a user name or password (URLs reach logs)")
     try:
         _ = parts.port
     except ValueError as exc:
         raise ValueError("has an invalid port") from exc
     return value.rstrip("/")
+
+
+def without_credentials(text: str) -> str:
+    """`https://user:pw@host/x` -> `https://***@host/x`: a bad value is echoed, its secret not."""
+    return re.sub(r"(://)[^/@\s]*@", r"\1***@", text)
 
 
 def _optional_http_url(value: str | None) -> str | None:
@@ -219,7 +226,7 @@ def load_settings(
             check = f.metadata["check"]
             values[f.name] = check(value) if check else value
         except ValueError as exc:
-            raise ConfigError(f"{source}={text!r}: {exc}") from None
+            raise ConfigError(f"{source}={without_credentials(text)!r}: {exc}") from None
 
     home = values.setdefault("home", Path(env.get("HOME") or Path.home()) / "hero")
     values.setdefault("data_dir", home / "var" / "hero_onboarding")

@@ -105,3 +105,11 @@ def test_settings_are_frozen(tmp_path):
     settings = load_settings({"HOME": str(tmp_path)})
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_a_url_with_credentials_is_refused_without_echoing_them():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {"public_url": "https://admin:hunter2@pay.example"})
+    assert "hunter2" not in str(caught.value)
+    assert "https://***@pay.example" in str(caught.value)
+    assert "must not carry a user name or password" in str(caught.value)

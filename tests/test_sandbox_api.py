@@ -348,3 +348,145 @@ async def test_refunds_emit_charge_refunded_with_a_running_total(
     totals = [e.data.object.amount_refunded for e in reversed(refunded.data)]
     assert totals == [300, 1000]
     assert refunded.data[0].data.object.refunded is True
+
+
+HOSTILE_BODIES = [
+    ("line_items[0]=", "line_items[0]"),
+    ("mode=payment&adaptive_pricing=&line_items[0][quantity]=1", "success_url"),
+    ("mode=payment&success_url=http://[abc/ok&line_items[0][quantity]=1", None),
+    (
+        "line_items[0][price_data][product_data][name]=",
+        "line_items[0][price_data][product_data][name]",
+    ),
+    ("payment_intent_data[metadata]=&mode=[x", None),
+]
+
+
+@pytest.mark.parametrize(("body", "param"), HOSTILE_BODIES)
+async def test_hostile_form_bodies_get_a_400_never_a_500(
+    sandbox: Harness, body: str, param: str | None
+) -> None:
+    async with sandbox.http.post(
+        sandbox.url + "/v1/checkout/sessions",
+        data=body.encode(),
+        headers={
+            "Authorization": f"Bearer {API_KEY}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    ) as response:
+        error = (await response.json())["error"]
+    assert response.status == 400, error
+    assert error["type"] == "invalid_request_error"
+    if param is not None:
+        assert error["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "message"),
+    [
+        (b"mode=\xff", "application/x-www-form-urlencoded", 400, "not UTF-8"),
+        (b"mode=payment", "application/x-www-form-urlencoded; charset=bogus", 400, None),
+        (b"x=" + b"a" * (1024 * 1024 + 10), "application/x-www-form-urlencoded", 413, "Too Large"),
+    ],
+)
+async def test_unreadable_bodies_get_stripe_errors(
+    sandbox: Harness, body: bytes, content_type: str, status: int, message: str | None
+) -> None:
+    async with sandbox.http.post(
+        sandbox.url + "/v1/checkout/sessions",
+        data=body,
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": content_type},
+    ) as response:
+        error = (await response.json())["error"]
+    assert response.status == status, error
+    if message is not None:
+        assert message in error["message"]
+
+
+async def test_a_basic_auth_header_of_non_ascii_bytes_is_401(sandbox: Harness) -> None:
+    headers = {"Authorization": "Basic " + base64.b64encode("é:".encode("latin-1")).decode()}
+    async with sandbox.http.get(sandbox.url + "/v1/events", headers=headers) as response:
+        assert response.status == 401
+
+
+async def test_the_sdks_newer_allowed_payment_method_types_is_read(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    created = await stripe_client.v1.checkout.sessions.create_async(
+        session_params(allowed_payment_method_types=["card"])
+    )
+    assert created.payment_method_types == ["card"]
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await stripe_client.v1.checkout.sessions.create_async(
+            session_params(allowed_payment_method_types=["card"], payment_method_types=["card"])
+        )
+    assert caught.value.code == "parameters_exclusive"
+
+
+async def test_the_same_key_with_list_params_reordered_is_other_params(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    sessions = stripe_client.v1.checkout.sessions
+    await sessions.create_async(
+        session_params(payment_method_types=["card", "us_bank_account"]), {"idempotency_key": "r"}
+    )
+    with pytest.raises(stripe.IdempotencyError):
+        await sessions.create_async(
+            session_params(payment_method_types=["us_bank_account", "card"]),
+            {"idempotency_key": "r"},
+        )
+
+
+async def test_expanding_what_cannot_be_expanded_is_refused(
+    sandbox: Harness, stripe_client: stripe.StripeClient
+) -> None:
+    session = await sandbox.new_session()
+    await sandbox.pay(session.url)
+    paid = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
+    with pytest.raises(stripe.InvalidRequestError, match="cannot be expanded"):
+        await stripe_client.v1.payment_intents.retrieve_async(
+            paid.payment_intent, {"expand": ["latest_charge"]}
+        )
+    listed = await stripe_client.v1.checkout.sessions.list_async(
+        {"expand": ["data.payment_intent"]}
+    )
+    assert listed.data[0].payment_intent.id == paid.payment_intent
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await stripe_client.v1.checkout.sessions.list_async(
+            {"starting_after": session.id, "ending_before": session.id}
+        )
+    assert caught.value.code == "parameters_exclusive"
+
+
+async def test_a_change_whose_save_failed_is_never_run_twice(
+    aiohttp_server, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state_dir = tmp_path / "state"
+    harness = await start_sandbox(
+        aiohttp_server, sandbox_config(None, state_file=state_dir / "state.json")
+    )
+    try:
+        session = await harness.new_session()
+        await harness.pay(session.url)
+        paid = await harness.sdk.v1.checkout.sessions.retrieve_async(session.id)
+        (state_dir / "state.json").unlink()
+        state_dir.rmdir()
+        state_dir.write_text("a file where the state directory was")  # every save now fails
+
+        refunds = harness.sdk.v1.refunds
+        params = {"payment_intent": paid.payment_intent, "amount": 400}
+        with pytest.raises(stripe.APIError) as first:
+            await refunds.create_async(params, {"idempotency_key": "refund-1"})
+        assert first.value.http_status == 500
+        with pytest.raises(stripe.APIError):  # the SDK retried twice already; so does a person
+            await refunds.create_async(params, {"idempotency_key": "refund-1"})
+        assert first.value.json_body["error"]["message"] == "An unknown error occurred"
+        assert len(harness.engine.state.refunds) == 1
+        charge = harness.engine.state.charges[
+            harness.engine.state.payment_intents[paid.payment_intent]["latest_charge"]
+        ]
+        assert charge["amount_refunded"] == 400
+        assert "could not save the sandbox state" in caplog.text
+    finally:
+        state_dir.unlink()
+        await harness.close()

@@ -247,3 +247,57 @@ async def test_text_from_the_merchant_is_escaped(
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
     assert "14.00 USD" in html
+
+
+async def test_a_real_card_number_is_never_echoed_back(
+    sandbox: Harness, stripe_client: stripe.StripeClient
+) -> None:
+    session = await new_session(stripe_client)
+    async with sandbox.http.post(
+        session.url,
+        data={"method": "card", "email": "a@example.com", "card_number": "4111 1111 1111 1111",
+              "card_expiry": "12/34", "card_cvc": "123"},
+    ) as response:  # fmt: skip
+        html = await response.text()
+    assert response.status == 402
+    assert "4111" not in html
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"card_number=\xff\xfe", "application/x-www-form-urlencoded"),
+        (b"card_number=1", "application/x-www-form-urlencoded; charset=bogus"),
+        (b"--x\r\nnot a part", "multipart/form-data"),
+    ],
+)
+async def test_an_unreadable_form_is_a_400_page(
+    sandbox: Harness, stripe_client: stripe.StripeClient, body: bytes, content_type: str
+) -> None:
+    session = await new_session(stripe_client)
+    async with sandbox.http.post(
+        session.url, data=body, headers={"Content-Type": content_type}
+    ) as response:
+        text = await response.text()
+    assert response.status == 400
+    assert "could not be read" in text
+    assert "Traceback" not in text
+
+
+async def test_odd_digits_in_a_card_number_are_an_invalid_number(
+    sandbox: Harness, stripe_client: stripe.StripeClient
+) -> None:
+    session = await new_session(stripe_client)
+    response = await sandbox.pay(session.url, card_number="4242 4242 4242 42²2")
+    assert response.status == 400
+
+
+async def test_an_email_the_merchant_gave_is_locked(
+    sandbox: Harness, stripe_client: stripe.StripeClient
+) -> None:
+    session = await new_session(stripe_client, customer_email="known@example.com")
+    _, html = await page_text(sandbox, session.url)
+    assert 'value="known@example.com" readonly' in html
+    await sandbox.pay(session.url, email="someone-else@example.com")
+    paid = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
+    assert paid.customer_details.email == "known@example.com"

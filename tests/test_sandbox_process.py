@@ -47,6 +47,7 @@ def test_sandbox_process_serves_the_sdk_and_survives_a_restart(tmp_path):
     [
         (["--port", "0"], {}, "Invalid value for '--port'"),
         (["--webhook", "ftp://x"], {}, "must be an http:// or https:// URL"),
+        (["--webhook", "https://user:pw@example.com/hook"], {}, "must not carry a user name"),
         (
             ["--webhook", "http://127.0.0.1:8780/webhooks/stripe"],
             {"STRIPE_WEBHOOK_SIGNING_KEY": ""},
@@ -63,6 +64,7 @@ def test_bad_invocations_exit_2_with_one_line(tmp_path, args, env, message):
     assert message in result.stderr
     assert result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
+    assert ":pw@" not in result.stderr
 
 
 def test_an_unreadable_state_file_or_a_taken_port_exit_1(tmp_path):

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ..config import ConfigError, http_url
+from ..config import ConfigError, http_url, without_credentials
 from ..sandbox.config import DEFAULT_PORT, SandboxConfig, WebhookEndpoint
 from ..sandbox.server import serve_sandbox
 from .foreground import run_until_signalled
@@ -29,7 +29,7 @@ class HttpUrl(click.ParamType):
         try:
             return http_url(str(value))
         except ValueError as exc:
-            self.fail(f"{value!r} {exc}", param, ctx)
+            self.fail(f"{without_credentials(str(value))!r} {exc}", param, ctx)
 
 
 class Seconds(click.ParamType):

@@ -6,41 +6,43 @@ from typing import Final
 
 from aiohttp import web
 
+from .checkout import EXPANDABLE, check_expand
 from .keys import SANDBOX
-from .middleware import changed, meta_of, read_params, stripe_json
+from .middleware import executed, meta_of, read_params, stripe_json
 from .params import checkout_session_create_schema, object_schema
 
-_ID: Final = {"type": "string", "maxLength": 5000}
+ID: Final = {"type": "string", "maxLength": 5000}
+NOTHING: Final[frozenset[str]] = frozenset()  # what the sandbox expands on these objects
 _INT: Final = {"type": "integer"}
-_EXPAND: Final = {"type": "array", "items": _ID}
+_EXPAND: Final = {"type": "array", "items": ID}
 _CREATED: Final = {
     "anyOf": [
         {"type": "object", "properties": {"gt": _INT, "gte": _INT, "lt": _INT, "lte": _INT}},
         _INT,
     ]
 }
-_PAGE: Final = {"limit": _INT, "starting_after": _ID, "ending_before": _ID, "expand": _EXPAND}
+_PAGE: Final = {"limit": _INT, "starting_after": ID, "ending_before": ID, "expand": _EXPAND}
 
 
 RETRIEVE: Final = object_schema(expand=_EXPAND)
 LIST_SESSIONS: Final = object_schema(
     **_PAGE,
     status={"type": "string", "enum": ["complete", "expired", "open"]},
-    payment_intent=_ID,
+    payment_intent=ID,
     created=_CREATED,
 )
 LIST_LINE_ITEMS: Final = object_schema(**_PAGE)
 LIST_EVENTS: Final = object_schema(
     **_PAGE,
-    type=_ID,
-    types={"type": "array", "items": _ID},
+    type=ID,
+    types={"type": "array", "items": ID},
     created=_CREATED,
     delivery_success={"type": "boolean"},
 )
 CREATE_REFUND: Final = object_schema(
     amount=_INT,
-    charge=_ID,
-    payment_intent=_ID,
+    charge=ID,
+    payment_intent=ID,
     reason={"type": "string", "enum": ["duplicate", "fraudulent", "requested_by_customer"]},
     metadata={"type": "object", "additionalProperties": {"type": "string", "maxLength": 500}},
     expand=_EXPAND,
@@ -54,7 +56,7 @@ async def create_session(request: web.Request) -> web.Response:
     params = await read_params(request, checkout_session_create_schema())
     sandbox = request.app[SANDBOX]
     session = sandbox.create_session(params)
-    await changed(request)
+    executed(request)
     return stripe_json(sandbox.render_session(session, params.get("expand", [])))
 
 
@@ -81,33 +83,36 @@ async def list_line_items(request: web.Request) -> web.Response:
 @routes.post("/v1/checkout/sessions/{session}/expire")
 async def expire_session(request: web.Request) -> web.Response:
     params = await read_params(request, RETRIEVE)
+    check_expand(params.get("expand"), EXPANDABLE)
     sandbox = request.app[SANDBOX]
     session = sandbox.expire_session(request.match_info["session"], meta_of(request))
-    await changed(request)
+    executed(request)
     return stripe_json(sandbox.render_session(session, params.get("expand", [])))
 
 
 @routes.get("/v1/payment_intents/{intent}")
 async def retrieve_payment_intent(request: web.Request) -> web.Response:
-    await read_params(request, RETRIEVE)
+    check_expand((await read_params(request, RETRIEVE)).get("expand"), NOTHING)
     return stripe_json(request.app[SANDBOX].payment_intent(request.match_info["intent"]))
 
 
 @routes.post("/v1/refunds")
 async def create_refund(request: web.Request) -> web.Response:
     params = await read_params(request, CREATE_REFUND)
+    check_expand(params.get("expand"), NOTHING)
     refund = request.app[SANDBOX].refund(params, meta_of(request))
-    await changed(request)
+    executed(request)
     return stripe_json(refund)
 
 
 @routes.get("/v1/events")
 async def list_events(request: web.Request) -> web.Response:
     query = await read_params(request, LIST_EVENTS)
+    check_expand(query.get("expand"), NOTHING)
     return stripe_json(request.app[SANDBOX].list_events(query))
 
 
 @routes.get("/v1/events/{id}")
 async def retrieve_event(request: web.Request) -> web.Response:
-    await read_params(request, RETRIEVE)
+    check_expand((await read_params(request, RETRIEVE)).get("expand"), NOTHING)
     return stripe_json(request.app[SANDBOX].event(request.match_info["id"]))

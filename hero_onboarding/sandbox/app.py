@@ -13,36 +13,54 @@ from aiohttp import web
 
 from .. import __version__
 from . import api, controls, page
+from .buyer import Buyer
 from .config import SERVICE_NAME, SandboxConfig
 from .engine import Sandbox
-from .keys import CONFIG, DISPATCHER, POKE, SANDBOX, SAVE, TEMPLATES
-from .middleware import auth_middleware, errors_middleware, idempotency_middleware
+from .keys import BUYER, CONFIG, DISPATCHER, POKE, SANDBOX, SAVE, TEMPLATES
+from .middleware import auth_middleware, commit_middleware, errors_middleware
 from .state import SandboxState, StateFile
 from .webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
 IDLE_CHECK_S = 60.0  # the clock looks again at least this often, whatever it expects
+RETRY_AFTER_FAILURE_S = 5.0
+
+
+def load_state(config: SandboxConfig) -> SandboxState:
+    """The saved state, or a fresh one; blocking file I/O, so run it before serving."""
+    return StateFile(config.state_file).load() if config.state_file else SandboxState()
 
 
 def create_sandbox_app(
-    config: SandboxConfig, *, clock: Callable[[], float] = time.time
+    config: SandboxConfig,
+    *,
+    state: SandboxState | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """The sandbox as an aiohttp app; loads `config.state_file` if there is one."""
+    """The sandbox as an aiohttp app, over `state` (default: what `load_state` reads)."""
+    state = load_state(config) if state is None else state
     state_file = StateFile(config.state_file) if config.state_file else None
-    state = state_file.load() if state_file else SandboxState()
 
     async def save() -> None:
-        if state_file is not None:
-            await state_file.save(state)
+        """Make the state durable, then let the deliveries it covers go out."""
+        ready = dispatcher.take_queued()
+        try:
+            if state_file is not None:
+                await state_file.save(state)
+        except BaseException:
+            dispatcher.requeue(ready)
+            raise
+        dispatcher.start_deliveries(ready)
 
     dispatcher = WebhookDispatcher(config, state, save=save, clock=clock)
     sandbox = Sandbox(config, state, clock=clock, publish=dispatcher.publish)
     wake = asyncio.Event()
 
-    app = web.Application(middlewares=[errors_middleware, auth_middleware, idempotency_middleware])
+    app = web.Application(middlewares=[errors_middleware, auth_middleware, commit_middleware])
     app[CONFIG] = config
     app[SANDBOX] = sandbox
+    app[BUYER] = Buyer(sandbox)
     app[DISPATCHER] = dispatcher
     app[SAVE] = save
     app[POKE] = wake.set
@@ -60,11 +78,13 @@ def create_sandbox_app(
         await dispatcher.start()
         clock_task = asyncio.get_running_loop().create_task(_run_clock(sandbox, save, wake, clock))
         yield
-        clock_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await clock_task
-        await dispatcher.close()
-        await save()
+        try:
+            clock_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await clock_task
+            await dispatcher.close()
+        finally:
+            await save()
 
     app.cleanup_ctx.append(lifecycle)
     return app
@@ -80,12 +100,20 @@ async def _run_clock(
     wake: asyncio.Event,
     clock: Callable[[], float],
 ) -> None:
-    """Expire sessions and settle delayed payments when they fall due, as Stripe's clock would."""
+    """Expire sessions and settle delayed payments when they fall due, as Stripe's clock would.
+
+    A failure (a state file that cannot be written) is logged and tried again shortly: the
+    clock must outlive it, or sessions would stay open forever.
+    """
     while True:
-        events_before = len(sandbox.state.events)
-        next_due = sandbox.run_due()
-        if len(sandbox.state.events) != events_before:
-            await save()
+        revision = sandbox.revision
+        try:
+            next_due = sandbox.run_due()
+            if sandbox.revision != revision:
+                await save()
+        except Exception:
+            log.exception("the sandbox clock failed; trying again in %s s", RETRY_AFTER_FAILURE_S)
+            next_due = clock() + RETRY_AFTER_FAILURE_S
         wait = IDLE_CHECK_S if next_due is None else min(IDLE_CHECK_S, next_due - clock())
         wake.clear()
         with contextlib.suppress(TimeoutError):

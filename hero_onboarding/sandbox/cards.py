@@ -90,7 +90,7 @@ def digits_of(text: str) -> str:
 
 
 def luhn_ok(number: str) -> bool:
-    if not number.isdigit() or not 12 <= len(number) <= 19:
+    if not (number.isascii() and number.isdigit()) or not 12 <= len(number) <= 19:
         return False
     total = 0
     for position, char in enumerate(reversed(number)):

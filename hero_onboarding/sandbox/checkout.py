@@ -21,9 +21,10 @@ MAX_LINE_ITEMS: Final = 100
 URL_MAX: Final = 5000
 
 SUPPORTED_PARAMS: Final = frozenset({
-    "adaptive_pricing", "cancel_url", "client_reference_id", "currency", "customer_email",
-    "expand", "expires_at", "line_items", "locale", "metadata", "mode", "payment_intent_data",
-    "payment_method_types", "submit_type", "success_url", "ui_mode",
+    "adaptive_pricing", "allowed_payment_method_types", "cancel_url", "client_reference_id",
+    "currency", "customer_email", "expand", "expires_at", "line_items", "locale", "metadata",
+    "mode", "payment_intent_data", "payment_method_types", "submit_type", "success_url",
+    "ui_mode",
 })  # fmt: skip
 SUPPORTED_INTENT_DATA: Final = frozenset({
     "capture_method", "description", "metadata", "receipt_email", "statement_descriptor",
@@ -35,7 +36,7 @@ EXPANDABLE: Final = frozenset({"line_items", "payment_intent"})
 # Delayed-notification method the hosted page offers, per currency (ACH for USD only).
 ASYNC_METHODS: Final = {"usd": "us_bank_account"}
 
-_EMAIL: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,13 @@ def plan_session(params: dict[str, Any], *, now: int) -> SessionPlan:
     for name in ("success_url", "cancel_url"):
         if name in params:
             _check_url(params[name], name)
-    if "customer_email" in params and not _EMAIL.match(params["customer_email"]):
+    if "customer_email" in params and not EMAIL.match(params["customer_email"]):
         raise invalid(
             f"Invalid email address: {params['customer_email'][:60]}",
             param="customer_email",
             code="email_invalid",
         )
-    for name in ("metadata",):
-        check_metadata(params.get(name), name)
+    check_metadata(params.get("metadata"), "metadata")
     intent_data = params.get("payment_intent_data") or {}
     _refuse_unsupported(intent_data, SUPPORTED_INTENT_DATA, "payment_intent_data")
     if intent_data.get("capture_method", "automatic") != "automatic":
@@ -82,12 +82,10 @@ def plan_session(params: dict[str, Any], *, now: int) -> SessionPlan:
             param="payment_intent_data[capture_method]",
         )
     check_metadata(intent_data.get("metadata"), "payment_intent_data[metadata]")
-    for index, name in enumerate(params.get("expand") or []):
-        if name not in EXPANDABLE:
-            raise invalid(f"This property cannot be expanded ({name}).", param=f"expand[{index}]")
+    check_expand(params.get("expand"), EXPANDABLE)
 
     currency, amount, items = _price_line_items(params)
-    if params.get("currency", currency) != currency:
+    if params.get("currency", currency).lower() != currency:
         raise invalid(
             f"currency {params['currency']} does not match the line items' currency {currency}",
             param="currency",
@@ -102,6 +100,13 @@ def plan_session(params: dict[str, Any], *, now: int) -> SessionPlan:
         line_items=items,
         intent_data=intent_data,
     )
+
+
+def check_expand(expand: list[str] | None, allowed: frozenset[str]) -> None:
+    """Stripe refuses to expand what cannot be expanded, rather than ignoring it."""
+    for index, name in enumerate(expand or ()):
+        if name not in allowed:
+            raise invalid(f"This property cannot be expanded ({name}).", param=f"expand[{index}]")
 
 
 def check_metadata(metadata: dict[str, str] | None, param: str) -> None:
@@ -140,8 +145,12 @@ def _require(params: dict[str, Any], name: str, parent: str = "") -> None:
 
 
 def _check_url(url: str, param: str) -> None:
-    parts = urlsplit(url)
-    if len(url) > URL_MAX or parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # an unbalanced "[" in the host, for one
+        valid = False
+    if len(url) > URL_MAX or not valid:
         raise invalid("Not a valid URL", param=param, code="url_invalid")
 
 
@@ -220,7 +229,16 @@ def _payment_method_types(params: dict[str, Any], currency: str) -> list[str]:
     offered = ["card"]
     if currency in ASYNC_METHODS:
         offered.append(ASYNC_METHODS[currency])
-    requested = params.get("payment_method_types")
+    if "payment_method_types" in params and "allowed_payment_method_types" in params:
+        raise invalid(
+            "Pass payment_method_types or allowed_payment_method_types, not both",
+            param="allowed_payment_method_types",
+            code="parameters_exclusive",
+        )
+    name = "allowed_payment_method_types"
+    if name not in params:
+        name = "payment_method_types"
+    requested = params.get(name)
     if not requested:
         return offered
     for index, method in enumerate(requested):
@@ -228,7 +246,7 @@ def _payment_method_types(params: dict[str, Any], currency: str) -> list[str]:
             raise invalid(
                 f"The payment method type {method[:40]} is not available in the sandbox for "
                 f"{currency}; available: {', '.join(offered)}",
-                param=f"payment_method_types[{index}]",
+                param=f"{name}[{index}]",
             )
     return list(dict.fromkeys(requested))
 

@@ -11,20 +11,19 @@ from typing import Final
 
 from aiohttp import web
 
-from .api import RETRIEVE
+from .api import ID, RETRIEVE
 from .errors import invalid
 from .keys import CONFIG, DISPATCHER, SANDBOX
-from .middleware import changed, read_params, stripe_json
+from .middleware import executed, read_params, stripe_json
 from .objects import list_object
 from .params import object_schema
 
-_ID: Final = {"type": "string", "maxLength": 5000}
 LIST_DELIVERIES: Final = object_schema(
-    event=_ID,
-    endpoint=_ID,
+    event=ID,
+    endpoint=ID,
     status={"type": "string", "enum": ["failed", "pending", "succeeded"]},
 )
-RESEND: Final = object_schema(endpoint=_ID)
+RESEND: Final = object_schema(endpoint=ID)
 SETTLE: Final = object_schema(outcome={"type": "string", "enum": ["failed", "succeeded"]})
 
 routes = web.RouteTableDef()
@@ -63,7 +62,7 @@ async def resend_event(request: web.Request) -> web.Response:
     if url is not None and not dispatcher.knows(url):
         raise invalid(f"No webhook endpoint is registered at {url[:200]}", param="endpoint")
     deliveries = dispatcher.resend(event, url)
-    await changed(request)
+    executed(request)
     return stripe_json(list_object(deliveries, url="/_sandbox/deliveries", has_more=False))
 
 
@@ -72,7 +71,7 @@ async def settle(request: web.Request) -> web.Response:
     """Settle a delayed (bank) payment now, as its test account says or as `outcome` forces."""
     params = await read_params(request, SETTLE)
     session = request.app[SANDBOX].settle(request.match_info["session"], params.get("outcome"))
-    await changed(request)
+    executed(request)
     return stripe_json(session)
 
 
@@ -81,5 +80,5 @@ async def reach_expiry(request: web.Request) -> web.Response:
     """Let an open session reach its expiry now (the event carries no request, as on Stripe)."""
     await read_params(request, RETRIEVE)
     session = request.app[SANDBOX].reach_expiry(request.match_info["session"])
-    await changed(request)
+    executed(request)
     return stripe_json(session)

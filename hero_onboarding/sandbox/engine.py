@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from . import cards, currencies, objects
-from .checkout import plan_session
+from .checkout import EXPANDABLE, check_expand, check_metadata, plan_session
 from .config import SandboxConfig
 from .errors import StripeApiError, invalid, missing_resource
-from .ids import new_id, session_id
+from .ids import session_id
+from .listing import in_range, paginate, type_matches
 from .state import Obj, SandboxState
 
 log = logging.getLogger(__name__)
 
-SESSION_ID_TEMPLATE: Final = "{CHECKOUT_SESSION_ID}"
 EVENT_RETENTION_S: Final = 30 * 86400  # Stripe serves events for 30 days
-MAX_LIST_LIMIT: Final = 100
-_EXPIRY: Final = re.compile(r"^\s*(\d{1,2})\s*/?\s*(\d{2}|\d{4})\s*$")
-_EMAIL: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 @dataclass(frozen=True)
@@ -42,42 +37,14 @@ class RequestMeta:
 AUTOMATIC: Final = RequestMeta()
 
 
-@dataclass(frozen=True)
-class PaymentForm:
-    """What the buyer typed on the hosted page."""
-
-    method: str
-    email: str
-    name: str = ""
-    card_number: str = ""
-    card_expiry: str = ""
-    card_cvc: str = ""
-    routing_number: str = ""
-    account_number: str = ""
-
-
-@dataclass(frozen=True)
-class PayResult:
-    """The page's next step: redirect, show an error (on `field`), or ask for 3-D Secure."""
-
-    redirect: str | None = None
-    error: str | None = None
-    field: str | None = None
-    challenge: str | None = None
-    status: int = 200
-
-
-class PageError(Exception):
-    """The hosted page cannot take a payment for this session (unknown, paid, expired)."""
-
-    def __init__(
-        self, status: int, title: str, message: str, return_url: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.title, self.message, self.return_url = status, title, message, return_url
-
-
 class Sandbox:
+    """One Stripe account's worth of Checkout: the API's objects and everything that moves them.
+
+    The hosted page's buyer flow lives in buyer.py and uses the payment primitives here
+    (`create_payment`, `mark_paid`, `complete_session`, `emit`), so every path that moves money
+    builds the same objects and events.
+    """
+
     def __init__(
         self,
         config: SandboxConfig,
@@ -88,11 +55,14 @@ class Sandbox:
     ) -> None:
         self.config = config
         self.state = state
-        self._clock = clock
+        self.clock = clock
         self._publish = publish
+        # Bumped by every change that no API request answers for (expiry found on a page
+        # visit, the clock's work): whoever sees it move saves the state.
+        self.revision = 0
 
     def now(self) -> int:
-        return int(self._clock())
+        return int(self.clock())
 
     # -- Checkout Sessions ------------------------------------------------------------------
 
@@ -126,14 +96,12 @@ class Sandbox:
 
     def render_session(self, session: Obj, expand: list[str]) -> Obj:
         """The session as the API serves it, with `expand[]` applied."""
+        check_expand(expand, EXPANDABLE)
         rendered = dict(session)
-        for name in expand:
-            if name == "payment_intent" and session["payment_intent"]:
-                rendered["payment_intent"] = self.state.payment_intents[session["payment_intent"]]
-            elif name == "line_items":
-                rendered["line_items"] = self.line_items(session["id"])
-            elif name not in ("payment_intent", "line_items"):
-                raise invalid(f"This property cannot be expanded ({name}).", param="expand")
+        if "payment_intent" in expand and session["payment_intent"]:
+            rendered["payment_intent"] = self.state.payment_intents[session["payment_intent"]]
+        if "line_items" in expand:
+            rendered["line_items"] = self.line_items(session["id"])
         return rendered
 
     def line_items(self, checkout_id: str, page: Obj | None = None) -> Obj:
@@ -152,8 +120,13 @@ class Sandbox:
                 and in_range(session["created"], query.get("created"))
             )
 
-        sessions = [s for s in self.state.sessions.values() if keep(s)]
-        return paginate(sessions, query, url="/v1/checkout/sessions")
+        expand = [name.removeprefix("data.") for name in query.get("expand", [])]
+        check_expand(expand, EXPANDABLE)
+        listed = paginate(
+            [s for s in self.state.sessions.values() if keep(s)], query, url="/v1/checkout/sessions"
+        )
+        listed["data"] = [self.render_session(s, expand) for s in listed["data"]]
+        return listed
 
     def expire_session(self, checkout_id: str, meta: RequestMeta) -> Obj:
         session = self.session(checkout_id)
@@ -162,7 +135,7 @@ class Sandbox:
                 'Only Checkout Sessions with a status in ["open"] can be expired.',
                 param="session",
             )
-        self._expire(session, meta)
+        self.expire(session, meta)
         return session
 
     def reach_expiry(self, checkout_id: str) -> Obj:
@@ -172,175 +145,12 @@ class Sandbox:
             session["expires_at"] = self.now()
         return self.expire_session(checkout_id, AUTOMATIC)
 
-    def _expire(self, session: Obj, meta: RequestMeta) -> None:
+    def expire(self, session: Obj, meta: RequestMeta) -> None:
         session["status"] = "expired"
         session["url"] = None
-        for attempt, challenge in list(self.state.challenges.items()):
-            if challenge["session"] == session["id"]:
-                del self.state.challenges[attempt]
-        self._emit("checkout.session.expired", session, meta)
+        self._drop_challenges(session["id"])
+        self.emit("checkout.session.expired", session, meta)
         log.info("%s expired", session["id"])
-
-    # -- The hosted page ----------------------------------------------------------------------
-
-    def payable_session(self, checkout_id: str) -> Obj:
-        """The session if the page may take a payment for it now, else a PageError."""
-        session = self.state.sessions.get(checkout_id)
-        if session is None:
-            raise PageError(404, "Not found", "There is no Checkout Session with this address.")
-        if session["status"] == "open" and self.now() >= session["expires_at"]:
-            self._expire(session, AUTOMATIC)
-        if session["status"] == "expired":
-            raise PageError(
-                410,
-                "This Checkout Session has expired",
-                "The payment page is no longer active. Nothing was charged.",
-                session["cancel_url"],
-            )
-        if session["status"] == "complete":
-            raise PageError(
-                409,
-                "This payment is complete",
-                "This Checkout Session has already been paid; it cannot be paid twice.",
-                _success_url(session),
-            )
-        return session
-
-    def pay(self, checkout_id: str, form: PaymentForm) -> PayResult:
-        session = self.payable_session(checkout_id)
-        if not _EMAIL.match(form.email):
-            return PayResult(error="Enter a valid email address.", field="email", status=400)
-        if form.method not in session["payment_method_types"]:
-            return PayResult(error="Choose a payment method.", field="method", status=400)
-        if form.method == "card":
-            return self._pay_by_card(session, form)
-        return self._pay_by_bank(session, form)
-
-    def _pay_by_card(self, session: Obj, form: PaymentForm) -> PayResult:
-        number = cards.digits_of(form.card_number)
-        if not cards.luhn_ok(number):
-            return PayResult(error="Your card number is invalid.", field="card_number", status=400)
-        expiry = _parse_expiry(form.card_expiry)
-        if expiry is None:
-            return PayResult(
-                error="Your card's expiration date is incomplete.",
-                field="card_expiry",
-                status=400,
-            )
-        month, year = expiry
-        today = self._today()
-        if (year, month) < today:
-            return PayResult(
-                error="Your card's expiration date is in the past.",
-                field="card_expiry",
-                status=400,
-            )
-        card = cards.TEST_CARDS.get(number)
-        cvc_length = 4 if card is not None and card.brand == "amex" else 3
-        if not (form.card_cvc.isdigit() and len(form.card_cvc) == cvc_length):
-            return PayResult(
-                error="Your card's security code is incomplete.", field="card_cvc", status=400
-            )
-        if card is None:
-            return PayResult(
-                error=(
-                    "Your card was declined. Your request was in test mode, but used a non "
-                    "test card. For a list of valid test cards, visit: "
-                    "https://docs.stripe.com/testing."
-                ),
-                field="card_number",
-                status=402,
-            )
-        details = {
-            "type": "card",
-            "card": {
-                "brand": card.brand,
-                "country": "US",
-                "exp_month": month,
-                "exp_year": year,
-                "funding": "credit",
-                "last4": number[-4:],
-                "network": card.brand,
-            },
-        }
-        if card.result is cards.Result.DECLINED:
-            return _declined(card.decline_code)
-        if card.result is cards.Result.NEEDS_3DS:
-            attempt = new_id("payatt_")
-            self.state.challenges[attempt] = {
-                "session": session["id"],
-                "card": number,
-                "details": details,
-                "email": form.email,
-                "name": form.name,
-            }
-            return PayResult(challenge=attempt)
-        return self._charge_card(session, details, form.email, form.name)
-
-    def authenticate(self, checkout_id: str, attempt: str, *, approved: bool) -> PayResult:
-        """The buyer's answer to a 3-D Secure challenge (Complete or Fail on the sandbox page)."""
-        session = self.payable_session(checkout_id)
-        challenge = self.state.challenges.pop(attempt, None)
-        if challenge is None or challenge["session"] != checkout_id:
-            raise PageError(404, "Not found", "This authentication attempt is not pending.")
-        if not approved:
-            return _declined("authentication_failed")
-        card = cards.TEST_CARDS[challenge["card"]]
-        if card.after_3ds is not None:
-            return _declined(card.after_3ds)
-        return self._charge_card(
-            session, challenge["details"], challenge["email"], challenge["name"]
-        )
-
-    def _charge_card(self, session: Obj, details: Obj, email: str, name: str) -> PayResult:
-        intent, charge = self._create_payment(session, "card", details, email, name)
-        self._mark_paid(intent, charge)
-        self._complete_session(session, intent, email, name, paid=True)
-        self._emit("charge.succeeded", charge)
-        self._emit("payment_intent.succeeded", intent)
-        self._emit("checkout.session.completed", session)
-        log.info("%s paid by card: %s", session["id"], amount_text(session))
-        return PayResult(redirect=_success_url(session))
-
-    def _pay_by_bank(self, session: Obj, form: PaymentForm) -> PayResult:
-        routing = cards.digits_of(form.routing_number)
-        account = cards.digits_of(form.account_number)
-        if routing != cards.TEST_ROUTING_NUMBER:
-            return PayResult(
-                error=f"Use the test routing number {cards.TEST_ROUTING_NUMBER}.",
-                field="routing_number",
-                status=400,
-            )
-        if account not in cards.TEST_BANK_ACCOUNTS:
-            return PayResult(
-                error="Use a test account number: 000123456789 settles; 000222222227, "
-                "000111111113 and 000111111116 fail when the payment settles.",
-                field="account_number",
-                status=400,
-            )
-        details = {
-            "type": "us_bank_account",
-            "us_bank_account": {
-                "account_holder_type": "individual",
-                "account_type": "checking",
-                "bank_name": "STRIPE TEST BANK",
-                "last4": account[-4:],
-                "routing_number": routing,
-            },
-        }
-        intent, _ = self._create_payment(session, "us_bank_account", details, form.email, form.name)
-        self._complete_session(session, intent, form.email, form.name, paid=False)
-        delay = self.config.async_settle_s
-        self.state.settlements[session["id"]] = {
-            "failure": cards.TEST_BANK_ACCOUNTS[account],
-            "due_at": None if delay is None else self._clock() + delay,
-        }
-        self._emit("payment_intent.processing", intent)
-        self._emit("checkout.session.completed", session)
-        log.info(
-            "%s completed by bank debit: %s, settles later", session["id"], amount_text(session)
-        )
-        return PayResult(redirect=_success_url(session))
 
     def settle(self, checkout_id: str, outcome: str | None) -> Obj:
         """Finish a delayed payment: as its test account says, or as `outcome` forces."""
@@ -359,11 +169,11 @@ class Sandbox:
         intent = self.state.payment_intents[session["payment_intent"]]
         charge = self.state.charges[intent["latest_charge"]]
         if failure is None:
-            self._mark_paid(intent, charge)
+            self.mark_paid(intent, charge)
             session["payment_status"] = "paid"
-            self._emit("charge.succeeded", charge)
-            self._emit("payment_intent.succeeded", intent)
-            self._emit("checkout.session.async_payment_succeeded", session)
+            self.emit("charge.succeeded", charge)
+            self.emit("payment_intent.succeeded", intent)
+            self.emit("checkout.session.async_payment_succeeded", session)
         else:
             message = cards.BANK_FAILURE_MESSAGES[failure]
             intent["status"] = "requires_payment_method"
@@ -375,13 +185,13 @@ class Sandbox:
                 "payment_method_type": "us_bank_account",
             }
             charge.update(status="failed", failure_code=failure, failure_message=message)
-            self._emit("charge.failed", charge)
-            self._emit("payment_intent.payment_failed", intent)
-            self._emit("checkout.session.async_payment_failed", session)
+            self.emit("charge.failed", charge)
+            self.emit("payment_intent.payment_failed", intent)
+            self.emit("checkout.session.async_payment_failed", session)
         log.info("%s bank debit %s", checkout_id, "failed: " + failure if failure else "settled")
         return session
 
-    def _create_payment(
+    def create_payment(
         self, session: Obj, method: str, details: Obj, email: str, name: str
     ) -> tuple[Obj, Obj]:
         now = self.now()
@@ -401,7 +211,7 @@ class Sandbox:
         return intent, charge
 
     @staticmethod
-    def _mark_paid(intent: Obj, charge: Obj) -> None:
+    def mark_paid(intent: Obj, charge: Obj) -> None:
         intent.update(status="succeeded", amount_received=intent["amount"])
         charge.update(
             status="succeeded",
@@ -417,8 +227,10 @@ class Sandbox:
             },
         )
 
-    @staticmethod
-    def _complete_session(session: Obj, intent: Obj, email: str, name: str, *, paid: bool) -> None:
+    def complete_session(
+        self, session: Obj, intent: Obj, email: str, name: str, *, paid: bool
+    ) -> None:
+        self._drop_challenges(session["id"])
         session.update(
             status="complete",
             payment_status="paid" if paid else "unpaid",
@@ -427,11 +239,13 @@ class Sandbox:
             url=None,
         )
 
-    def _today(self) -> tuple[int, int]:
-        moment = time.gmtime(self.now())
-        return moment.tm_year, moment.tm_mon
-
     # -- PaymentIntents, refunds, events ----------------------------------------------------
+
+    def _drop_challenges(self, checkout_id: str) -> None:
+        """A closed session answers no more 3-D Secure challenges (nor keeps their card data)."""
+        for attempt, challenge in list(self.state.challenges.items()):
+            if challenge["session"] == checkout_id:
+                del self.state.challenges[attempt]
 
     def payment_intent(self, intent_id: str, param: str = "intent") -> Obj:
         intent = self.state.payment_intents.get(intent_id)
@@ -462,6 +276,7 @@ class Sandbox:
                 f"Charge {charge['id']} has already been refunded.",
                 code="charge_already_refunded",
             )
+        check_metadata(params.get("metadata"), "metadata")
         amount = params.get("amount", remaining)
         if amount < 1 or amount > remaining:
             raise invalid(
@@ -481,8 +296,8 @@ class Sandbox:
         previous = {"amount_refunded": charge["amount_refunded"], "refunded": charge["refunded"]}
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] == charge["amount"]
-        self._emit("refund.created", refund, meta)
-        self._emit("charge.refunded", charge, meta, previous)
+        self.emit("refund.created", refund, meta)
+        self.emit("charge.refunded", charge, meta, previous)
         return refund
 
     def event(self, event_id: str) -> Obj:
@@ -498,7 +313,7 @@ class Sandbox:
 
         def keep(event: Obj) -> bool:
             return (
-                (not types or any(_type_matches(pattern, event["type"]) for pattern in types))
+                (not types or any(type_matches(pattern, event["type"]) for pattern in types))
                 and in_range(event["created"], query.get("created"))
                 and (
                     "delivery_success" not in query
@@ -508,7 +323,7 @@ class Sandbox:
 
         return paginate([e for e in self.state.events.values() if keep(e)], query, url="/v1/events")
 
-    def _emit(
+    def emit(
         self,
         event_type: str,
         obj: Obj,
@@ -526,20 +341,21 @@ class Sandbox:
         )
         self.state.events[event["id"]] = event
         event["pending_webhooks"] = self._publish(event)
+        self.revision += 1
         return event
 
     # -- Time passing -----------------------------------------------------------------------
 
     def run_due(self) -> float | None:
         """Expire, settle and forget what is due now; return when the next thing falls due."""
-        now = self._clock()
+        now = self.clock()
         self._forget_old_events(now - EVENT_RETENTION_S)
         upcoming: list[float] = []
         for session in list(self.state.sessions.values()):
             if session["status"] != "open":
                 continue
             if session["expires_at"] <= now:
-                self._expire(session, AUTOMATIC)
+                self.expire(session, AUTOMATIC)
             else:
                 upcoming.append(session["expires_at"])
         for checkout_id, settlement in list(self.state.settlements.items()):
@@ -562,6 +378,7 @@ class Sandbox:
         }
         if not old:
             return
+        self.revision += 1
         for event_id in old:
             del self.state.events[event_id]
         for delivery_id, delivery in list(self.state.deliveries.items()):
@@ -569,71 +386,6 @@ class Sandbox:
                 del self.state.deliveries[delivery_id]
 
 
-def paginate(items: list[Obj], query: Obj, *, url: str, newest: bool = True) -> Obj:
-    """Stripe's cursor pagination: `limit` (1..100), `starting_after`, `ending_before`."""
-    ordered = list(reversed(items)) if newest else list(items)
-    limit = query.get("limit", 10)
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise invalid(f"Invalid limit: must be between 1 and {MAX_LIST_LIMIT}", param="limit")
-    ids = [item["id"] for item in ordered]
-    if "starting_after" in query:
-        cursor = query["starting_after"]
-        if cursor not in ids:
-            raise missing_resource("object", cursor, param="starting_after")
-        ordered = ordered[ids.index(cursor) + 1 :]
-        page, has_more = ordered[:limit], len(ordered) > limit
-    elif "ending_before" in query:
-        cursor = query["ending_before"]
-        if cursor not in ids:
-            raise missing_resource("object", cursor, param="ending_before")
-        ordered = ordered[: ids.index(cursor)]
-        page, has_more = ordered[-limit:], len(ordered) > limit
-    else:
-        page, has_more = ordered[:limit], len(ordered) > limit
-    return objects.list_object(page, url=url, has_more=has_more)
-
-
-def in_range(value: int, bounds: int | Obj | None) -> bool:
-    """Stripe's `created` filter: an exact integer or a hash of gt/gte/lt/lte."""
-    if bounds is None:
-        return True
-    if isinstance(bounds, int):
-        return value == bounds
-    return (
-        value > bounds.get("gt", value - 1)
-        and value >= bounds.get("gte", value)
-        and value < bounds.get("lt", value + 1)
-        and value <= bounds.get("lte", value)
-    )
-
-
-def _type_matches(pattern: str, event_type: str) -> bool:
-    if pattern.endswith("*"):
-        return event_type.startswith(pattern[:-1])
-    return pattern == event_type
-
-
-def _success_url(session: Obj) -> str:
-    return str(session["success_url"]).replace(SESSION_ID_TEMPLATE, session["id"])
-
-
 def amount_text(session: Obj) -> str:
     """`12.34 USD`: how the page and the log show what a session charges."""
     return currencies.format_amount(session["amount_total"], session["currency"])
-
-
-def _declined(decline_code: str | None) -> PayResult:
-    code = decline_code or "generic_decline"
-    return PayResult(error=cards.DECLINE_MESSAGES[code], field="card_number", status=402)
-
-
-def _parse_expiry(text: str) -> tuple[int, int] | None:
-    match = _EXPIRY.match(text)
-    if match is None:
-        return None
-    month, year = int(match.group(1)), int(match.group(2))
-    if len(match.group(2)) == 2:
-        year += 2000
-    if not 1 <= month <= 12:
-        return None
-    return month, year

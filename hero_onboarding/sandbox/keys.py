@@ -8,12 +8,14 @@ from typing import Final
 import jinja2
 from aiohttp import web
 
+from .buyer import Buyer
 from .config import SandboxConfig
 from .engine import Sandbox
 from .webhooks import WebhookDispatcher
 
 CONFIG: Final = web.AppKey("sandbox_config", SandboxConfig)
 SANDBOX: Final = web.AppKey("sandbox", Sandbox)
+BUYER: Final = web.AppKey("sandbox_buyer", Buyer)
 DISPATCHER: Final = web.AppKey("sandbox_dispatcher", WebhookDispatcher)
 SAVE: Final = web.AppKey("sandbox_save", Callable[[], Awaitable[None]])
 POKE: Final = web.AppKey("sandbox_poke", Callable[[], None])

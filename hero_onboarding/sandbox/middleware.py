@@ -9,7 +9,6 @@ the same params, 400 `idempotency_error` for other params, 409 while the first i
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -36,6 +35,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID: Final = web.RequestKey("sandbox_request_id", str)
 # Set once a POST got past validation: from then on its answer is kept for its idempotency key.
 EXECUTED: Final = web.RequestKey("sandbox_executed", bool)
+BODY: Final = web.RequestKey("sandbox_body", str)
 API_PREFIXES: Final = ("/v1/", "/_sandbox/")
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY: Final = 255
@@ -70,22 +70,31 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except StripeApiError as exc:
         response = stripe_json(exc.body(request_id), status=exc.status)
     except web.HTTPException as exc:
-        if exc.status not in (404, 405):
+        if exc.status < 400:
             raise
-        error = invalid(
-            f"Unrecognized request URL ({request.method}: {request.path}). The sandbox serves "
-            "the Checkout Session, PaymentIntent, Refund and Event endpoints.",
-        )
-        response = stripe_json(error.body(request_id), status=404)
+        response = stripe_json(_http_error(request, exc).body(request_id), status=exc.status)
     except Exception:
         log.exception(
             "sandbox bug while serving %s %s (%s)", request.method, request.path, request_id
         )
-        error = StripeApiError(500, "An unknown error occurred", type="api_error")
-        response = stripe_json(error.body(request_id), status=500)
+        response = stripe_json(internal_error().body(request_id), status=500)
     response.headers["Request-Id"] = request_id
     response.headers["Stripe-Version"] = API_VERSION
     return response
+
+
+def internal_error() -> StripeApiError:
+    return StripeApiError(500, "An unknown error occurred", type="api_error")
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> StripeApiError:
+    if exc.status in (404, 405):
+        return StripeApiError(
+            exc.status,
+            f"Unrecognized request URL ({request.method}: {request.path}). The sandbox serves "
+            "the Checkout Session, PaymentIntent, Refund and Event endpoints.",
+        )
+    return StripeApiError(exc.status, f"{exc.reason}: {exc.text}" if exc.text else exc.reason)
 
 
 @web.middleware
@@ -104,7 +113,7 @@ def check_api_key(header: str, config: SandboxConfig) -> None:
     elif scheme.lower() == "basic":
         try:
             key = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")[0]
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error and UnicodeDecodeError both are
             key = ""
     if not key:
         raise StripeApiError(401, _NO_KEY)
@@ -123,60 +132,100 @@ def check_api_key(header: str, config: SandboxConfig) -> None:
 
 
 @web.middleware
-async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    key = request.headers.get(IDEMPOTENCY_HEADER)
-    if request.method != "POST" or not request.path.startswith("/v1/") or key is None:
+async def commit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Make each API change durable before it is answered, and keep Idempotency-Key answers.
+
+    A handler marks its request executed once validation passed and state changed; only then is
+    the state saved (which also frees the change's webhooks, see app.py) and, with a key, the
+    answer recorded. From that point the key is never forgotten, whatever goes wrong: a retry
+    must replay the answer, never run the change twice.
+    """
+    if request.method != "POST" or not is_api(request):
         return await handler(request)
+    key = request.headers.get(IDEMPOTENCY_HEADER) if request.path.startswith("/v1/") else None
+    records = request.app[SANDBOX].state.idempotency
+    record: dict[str, Any] | None = None
+    if key is not None:
+        replay, record = await _claim_key(request, key)
+        if replay is not None:
+            return replay
+    try:
+        response = await handler(request)
+    except StripeApiError as exc:
+        if not request.get(EXECUTED):
+            _forget(records, key)  # validation failed: Stripe keeps nothing, a retry may run
+            raise
+        response = stripe_json(exc.body(request[REQUEST_ID]), status=exc.status)
+    except Exception:
+        if not request.get(EXECUTED):
+            _forget(records, key)
+            raise
+        log.exception("sandbox bug after a change, serving %s %s", request.method, request.path)
+        response = stripe_json(internal_error().body(request[REQUEST_ID]), status=500)
+    except BaseException:  # cancelled at shutdown: a change that happened stays answered
+        if request.get(EXECUTED) and record is not None:
+            record.update(status=500, body=_dumps(internal_error().body(request[REQUEST_ID])))
+        else:
+            _forget(records, key)
+        raise
+    if not request.get(EXECUTED) or not isinstance(response, web.Response):
+        _forget(records, key)
+        return response
+    try:
+        await request.app[SAVE]()
+    except Exception:  # the change stands in memory; the next save that works writes it
+        log.exception("could not save the sandbox state after %s %s", request.method, request.path)
+        response = stripe_json(internal_error().body(request[REQUEST_ID]), status=500)
+    if record is not None:
+        assert isinstance(response.text, str)  # stripe_json bodies are text
+        record.update(status=response.status, body=response.text)
+    return response
+
+
+async def _claim_key(
+    request: web.Request, key: str
+) -> tuple[web.Response | None, dict[str, Any] | None]:
+    """A replay of the key's first answer, or a fresh in-flight record for this request."""
     if not key or len(key) > MAX_IDEMPOTENCY_KEY:
         raise invalid(
             f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters long",
             param="Idempotency-Key",
         )
-    state = request.app[SANDBOX].state
-    now = request.app[SANDBOX].now()
-    _forget_old_keys(state.idempotency, now - request.app[CONFIG].idempotency_ttl_s)
+    sandbox = request.app[SANDBOX]
+    records = sandbox.state.idempotency
+    now = sandbox.now()
+    _forget_old_keys(records, now - request.app[CONFIG].idempotency_ttl_s)
     fingerprint = await _fingerprint(request)
-    record = state.idempotency.get(key)
-    if record is not None:
-        if record["fingerprint"] != fingerprint:
-            raise StripeApiError(
-                400,
-                "Keys for idempotent requests can only be used with the same parameters they "
-                f"were first used with. Try using a key other than '{key[:60]}' if you meant to "
-                "execute a different request.",
-                type="idempotency_error",
-            )
-        if record["status"] is None:
-            raise StripeApiError(
-                409,
-                "There is currently another in-progress request using this Idempotent Key "
-                "(probably a retry). Retry after the first request completes.",
-                code="idempotency_key_in_use",
-            )
-        response = web.Response(
-            text=record["body"], status=record["status"], content_type="application/json"
+    record = records.get(key)
+    if record is None:
+        record = {"fingerprint": fingerprint, "status": None, "body": None, "created": now}
+        records[key] = record
+        return None, record
+    if record["fingerprint"] != fingerprint:
+        raise StripeApiError(
+            400,
+            "Keys for idempotent requests can only be used with the same parameters they were "
+            f"first used with. Try using a key other than '{key[:60]}' if you meant to execute "
+            "a different request.",
+            type="idempotency_error",
         )
-        response.headers["Idempotent-Replayed"] = "true"
-        return response
-    record = {"fingerprint": fingerprint, "status": None, "body": None, "created": now}
-    state.idempotency[key] = record
-    try:
-        response = await handler(request)
-    except StripeApiError as exc:
-        if not request.get(EXECUTED):
-            del state.idempotency[key]  # failed validation: Stripe keeps nothing, a retry may run
-            raise
-        response = stripe_json(exc.body(request[REQUEST_ID]), status=exc.status)
-    except BaseException:
-        del state.idempotency[key]
-        raise
-    if not isinstance(response, web.Response) or not request.get(EXECUTED):
-        del state.idempotency[key]
-        return response
-    assert isinstance(response.text, str)
-    record.update(status=response.status, body=response.text)
-    await request.app[SAVE]()
-    return response
+    if record["status"] is None:
+        raise StripeApiError(
+            409,
+            "There is currently another in-progress request using this Idempotent Key "
+            "(probably a retry). Retry after the first request completes.",
+            code="idempotency_key_in_use",
+        )
+    replay = web.Response(
+        text=record["body"], status=record["status"], content_type="application/json"
+    )
+    replay.headers["Idempotent-Replayed"] = "true"
+    return replay, None
+
+
+def _forget(records: dict[str, Any], key: str | None) -> None:
+    if key is not None:
+        records.pop(key, None)
 
 
 def _forget_old_keys(records: dict[str, Any], cutoff: int) -> None:
@@ -188,29 +237,37 @@ def _forget_old_keys(records: dict[str, Any], cutoff: int) -> None:
 
 
 async def _fingerprint(request: web.Request) -> str:
-    body = await request.text()
-    pairs = sorted(parse_qsl(body, keep_blank_values=True))
-    canonical = json.dumps([request.method, request.path, pairs])
+    """The request as sent, in order: the same key with reordered list params is other params."""
+    body = await body_text(request)
+    canonical = json.dumps([request.method, request.path, request.rel_url.raw_query_string, body])
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def body_text(request: web.Request) -> str:
+    """The form body as UTF-8 text (whatever charset the header claims), or a 400."""
+    cached = request.get(BODY)
+    if cached is not None:
+        return cached
+    raw = await request.read()
+    if raw and request.content_type != _FORM:
+        raise invalid(
+            f"Invalid request: unsupported Content-Type {request.content_type[:100]}. The API "
+            f"takes {_FORM} bodies."
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid("Invalid request: the body is not UTF-8") from None
+    request[BODY] = text
+    return text
 
 
 async def read_params(request: web.Request, schema: Schema) -> dict[str, Any]:
     """The request's params (query for GET, form body for POST), typed against `schema`."""
+    pairs = _query_pairs(request)
     if request.method == "POST":
-        body = await request.text()
-        if body and request.content_type != _FORM:
-            raise invalid(
-                f"Invalid request: unsupported Content-Type {request.content_type}. The API "
-                f"takes {_FORM} bodies."
-            )
-        pairs = parse_qsl(body, keep_blank_values=True) + _query_pairs(request)
-    else:
-        pairs = _query_pairs(request)
-    try:
-        tree = parse_pairs(pairs)
-    except UnicodeDecodeError:
-        raise invalid("Invalid request: parameters must be UTF-8") from None
-    return coerce(tree, schema) or {}
+        pairs = parse_qsl(await body_text(request), keep_blank_values=True) + pairs
+    return coerce(parse_pairs(pairs), schema) or {}
 
 
 def _query_pairs(request: web.Request) -> list[tuple[str, str]]:
@@ -222,7 +279,6 @@ def meta_of(request: web.Request) -> RequestMeta:
     return RequestMeta(request[REQUEST_ID], request.headers.get(IDEMPOTENCY_HEADER))
 
 
-async def changed(request: web.Request) -> None:
-    """Mark the request as executed and make its change durable before answering."""
+def executed(request: web.Request) -> None:
+    """The request passed validation and changed state: commit_middleware saves it."""
     request[EXECUTED] = True
-    await request.app[SAVE]()

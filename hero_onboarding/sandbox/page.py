@@ -11,10 +11,12 @@ from dataclasses import replace
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from . import currencies
-from .engine import PageError, PaymentForm, PayResult, amount_text
-from .keys import CONFIG, POKE, SANDBOX, SAVE, TEMPLATES
+from . import cards, currencies
+from .buyer import PageError, PaymentForm, PayResult
+from .engine import amount_text
+from .keys import BUYER, CONFIG, POKE, SANDBOX, SAVE, TEMPLATES
 from .state import Obj
 
 FIELDS: Final = (
@@ -35,13 +37,13 @@ routes = web.RouteTableDef()
 @routes.get("/c/pay/{session}")
 async def show(request: web.Request) -> web.Response:
     sandbox = request.app[SANDBOX]
-    events_before = len(sandbox.state.events)
+    revision = sandbox.revision
     try:
-        session = sandbox.payable_session(request.match_info["session"])
+        session = request.app[BUYER].payable_session(request.match_info["session"])
         response = _checkout_page(request, session, PaymentForm(method="card", email=""), None)
     except PageError as exc:
         response = _closed_page(request, exc)
-    if len(sandbox.state.events) != events_before:  # the visit found it expired
+    if sandbox.revision != revision:  # the visit found it expired
         await request.app[SAVE]()
     return response
 
@@ -52,7 +54,7 @@ async def pay(request: web.Request) -> web.Response:
     form = PaymentForm(**{name: fields.get(name, "") for name in FIELDS})
     checkout_id = request.match_info["session"]
     try:
-        result = request.app[SANDBOX].pay(checkout_id, form)
+        result = request.app[BUYER].pay(checkout_id, form)
     except PageError as exc:
         await request.app[SAVE]()
         return _closed_page(request, exc)
@@ -64,7 +66,7 @@ async def authenticate(request: web.Request) -> web.Response:
     fields = await _form_fields(request)
     checkout_id = request.match_info["session"]
     try:
-        result = request.app[SANDBOX].authenticate(
+        result = request.app[BUYER].authenticate(
             checkout_id, fields.get("attempt", ""), approved=fields.get("action") == "complete"
         )
     except PageError as exc:
@@ -90,12 +92,20 @@ async def _next_step(
             attempt=result.challenge,
             action=f"/c/pay/{checkout_id}/authenticate",
         )
-    shown = replace(form, card_cvc="")  # never echo a CVC back
+    # Never echo a CVC, nor a card number that is not one of Stripe's test cards.
+    test_card = cards.digits_of(form.card_number) in cards.TEST_CARDS
+    shown = replace(form, card_cvc="", card_number=form.card_number if test_card else "")
     return _checkout_page(request, session, shown, result, status=result.status)
 
 
 async def _form_fields(request: web.Request) -> dict[str, str]:
-    posted = await request.post()
+    """The posted fields as short strings; a body that is not a readable form is a 400 page."""
+    try:
+        posted = await request.post()
+    except (ValueError, LookupError, HttpProcessingError):  # bad charset, UTF-8 or multipart
+        raise web.HTTPBadRequest(
+            text="The payment form could not be read; reload the page and try again."
+        ) from None
     return {
         name: value.strip()[:MAX_FIELD] for name, value in posted.items() if isinstance(value, str)
     }
@@ -118,10 +128,13 @@ def _checkout_page(
         }
         for item in sandbox.state.line_items[session["id"]]
     ]
+    if session["customer_email"]:  # Checkout locks an email the merchant already knows
+        form = replace(form, email=session["customer_email"])
     return _render(
         request,
         "checkout.html",
         status,
+        email_locked=bool(session["customer_email"]),
         merchant=request.app[CONFIG].account_name,
         amount=amount_text(session),
         line_items=items,

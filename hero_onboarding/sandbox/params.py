@@ -27,7 +27,13 @@ _FALSE: Final = frozenset({"false"})
 def checkout_session_create_schema() -> Schema:
     """Stripe's form schema for POST /v1/checkout/sessions (packaged copy, see its _source)."""
     text = resources.files(__package__).joinpath("checkout_session_create.json").read_text()
-    return json.loads(text)["schema"]
+    schema = json.loads(text)["schema"]
+    # The copy is Stripe's 2026-07-29 spec; the SDK's API version (2026-10-28.endive) renamed
+    # payment_method_types to allowed_payment_method_types, so both are read.
+    schema["properties"]["allowed_payment_method_types"] = schema["properties"][
+        "payment_method_types"
+    ]
+    return schema
 
 
 def object_schema(**properties: Schema) -> Schema:
@@ -81,20 +87,29 @@ def _coerce_object(value: Tree | str, schema: Schema, param: str) -> dict[str, A
     for key, child in value.items():
         child_param = f"{param}[{key}]" if param else key
         if key in properties:
-            result[key] = coerce(child, properties[key], child_param)
+            coerced = coerce(child, properties[key], child_param)
         elif isinstance(extra, dict):
-            result[key] = coerce(child, extra, child_param)
+            coerced = coerce(child, extra, child_param)
         elif extra is True:
-            result[key] = child
+            coerced = child
         else:
             raise invalid(
                 f"Received unknown parameter: {child_param}",
                 param=child_param,
                 code="parameter_unknown",
             )
+        if coerced is not None:  # an emptied hash is as good as absent
+            result[key] = coerced
     for key in schema.get("required", ()):
-        if result.get(key) is None:
-            child_param = f"{param}[{key}]" if param else key
+        child_param = f"{param}[{key}]" if param else key
+        if value.get(key) == "":
+            raise invalid(
+                f"You passed an empty string for '{child_param}'. We assume empty values are an "
+                f"attempt to unset a parameter; however '{child_param}' cannot be unset.",
+                param=child_param,
+                code="parameter_invalid_empty",
+            )
+        if key not in result:
             raise invalid(
                 f"Missing required param: {child_param}.",
                 param=child_param,
@@ -116,7 +131,13 @@ def _coerce_array(value: Tree | str, schema: Schema, param: str) -> list[Any]:
     if sorted(indices) != list(range(len(indices))):
         raise invalid(f"Invalid array: the indices of {param} must run 0, 1, 2, ...", param=param)
     items: Schema = schema.get("items", {})
-    return [coerce(value[str(index)], items, f"{param}[{index}]") for index in sorted(indices)]
+    result = []
+    for index in sorted(indices):
+        item = coerce(value[str(index)], items, f"{param}[{index}]")
+        if item is None:
+            raise invalid(f"Invalid object: {param}[{index}] is empty", param=f"{param}[{index}]")
+        result.append(item)
+    return result
 
 
 def _coerce_integer(value: str, param: str) -> int:

@@ -9,7 +9,7 @@ import logging
 from aiohttp import web
 
 from ..config import StartupError
-from .app import create_sandbox_app
+from .app import create_sandbox_app, load_state
 from .config import SandboxConfig
 from .state import StateFileError
 
@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 
 async def serve_sandbox(config: SandboxConfig, stop: asyncio.Event) -> None:
     try:
-        app = create_sandbox_app(config)
+        state = await asyncio.to_thread(load_state, config)
     except StateFileError as exc:
         raise StartupError(str(exc)) from None
+    app = create_sandbox_app(config, state=state)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:

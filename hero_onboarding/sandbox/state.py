@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -47,7 +48,11 @@ class SandboxState:
         data = json.loads(text)
         if not isinstance(data, dict) or data.pop("format", None) != FORMAT_VERSION:
             raise ValueError(f"not a sandbox state file of format {FORMAT_VERSION}")
-        return cls(**data)
+        state = cls(**data)
+        # A key whose request was in flight when the process died answered nothing: let a
+        # retry run rather than answer 409 for a day.
+        state.idempotency = {k: r for k, r in state.idempotency.items() if r["status"] is not None}
+        return state
 
 
 class StateFile:
@@ -83,23 +88,30 @@ class StateFile:
                 return  # a later snapshot already covered this change
             covered = self._changes
             text = state.to_json()
-            await asyncio.to_thread(_write_atomically, self.path, text)
+            write = asyncio.ensure_future(asyncio.to_thread(_write_atomically, self.path, text))
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # The thread runs on regardless: hold the lock until it is done, so no second
+                # write ever overlaps it, then let the cancellation through.
+                await asyncio.wait([write])
+                raise
             self._saved = covered
 
 
 def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(path.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, temp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    temp = Path(temp_name)  # mkstemp creates it 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        temp.replace(path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    temp.replace(path)
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

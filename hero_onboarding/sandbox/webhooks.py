@@ -1,6 +1,8 @@
 """Signed webhook delivery with Stripe's semantics: at least once, retried, logged.
 
-Each (event, endpoint) pair is a delivery with its own task. An attempt POSTs the event signed
+Each (event, endpoint) pair is a delivery with its own task. New deliveries wait in a queue
+until the state that holds their event is saved (app.py's save releases them): a receiver must
+never hear of a payment that a crash could then take back. An attempt POSTs the event signed
 as Stripe signs (`Stripe-Signature: t=<now>,v1=<hmac>,v0=<decoy>`, fresh on every attempt);
 only a 2xx counts, redirects included as failures. Failures wait `retry_delays_s[n]` before the
 next attempt, and the delivery fails for good when the delays run out. Deliveries live in the
@@ -57,6 +59,7 @@ class WebhookDispatcher:
         self._clock = clock
         self._endpoints = {endpoint.url: endpoint for endpoint in config.endpoints}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._queued: list[Obj] = []
         self._gate = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._http: aiohttp.ClientSession | None = None
 
@@ -81,8 +84,7 @@ class WebhookDispatcher:
     def publish(self, event: Obj) -> int:
         """Queue `event` for every endpoint that wants its type; return how many."""
         wanted = [e for e in self._endpoints.values() if e.wants(event["type"])]
-        for endpoint in wanted:
-            self._spawn(self._new_delivery(event, endpoint))
+        self._queued.extend(self._new_delivery(event, endpoint) for endpoint in wanted)
         return len(wanted)
 
     def resend(self, event: Obj, url: str | None = None) -> list[Obj]:
@@ -94,9 +96,26 @@ class WebhookDispatcher:
         ]
         deliveries = [self._new_delivery(event, endpoint) for endpoint in endpoints]
         event["pending_webhooks"] += len(deliveries)
+        self._queued.extend(deliveries)
+        return deliveries
+
+    def take_queued(self) -> list[Obj]:
+        """Deliveries queued so far; the caller starts them once a save has covered them."""
+        queued, self._queued = self._queued, []
+        return queued
+
+    def start_deliveries(self, deliveries: list[Obj]) -> None:
         for delivery in deliveries:
             self._spawn(delivery)
-        return deliveries
+
+    def requeue(self, deliveries: list[Obj]) -> None:
+        """A save failed: these go out with the next save that succeeds."""
+        self._queued[:0] = deliveries
+
+    @property
+    def running(self) -> int:
+        """Deliveries under way (waiting for an attempt or making one)."""
+        return len(self._tasks)
 
     def knows(self, url: str) -> bool:
         return url in self._endpoints
@@ -121,33 +140,39 @@ class WebhookDispatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, delivery: Obj) -> None:
-        while True:
+        while delivery["status"] == "pending":
             wait = delivery["next_attempt_at"] - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            endpoint = self._endpoints.get(delivery["endpoint"])
-            event = self._state.events.get(delivery["event"])
-            if endpoint is None or event is None:
-                # Stripe: an event is not retried to an endpoint deleted since.
-                self._finish(delivery, "failed", event)
+            self._step(delivery, await self._try(delivery))
+            try:
                 await self._save()
-                return
-            async with self._gate:
-                attempt = await self._attempt(endpoint, event)
-            delivery["attempts"].append(attempt)
-            self._log(delivery, attempt)
-            failures = len(delivery["attempts"])
-            if attempt["ok"]:
-                self._finish(delivery, "succeeded", event)
-            elif failures > len(self._config.retry_delays_s):
-                self._finish(delivery, "failed", event)
-            else:
-                delivery["next_attempt_at"] = (
-                    self._clock() + self._config.retry_delays_s[failures - 1]
-                )
-            await self._save()
-            if delivery["status"] != "pending":
-                return
+            except Exception:  # the outcome is kept in memory; the next save writes it
+                log.exception("could not save the outcome of delivery %s", delivery["id"])
+
+    async def _try(self, delivery: Obj) -> Obj | None:
+        """One attempt, or None when the endpoint or the event is gone."""
+        endpoint = self._endpoints.get(delivery["endpoint"])
+        event = self._state.events.get(delivery["event"])
+        if endpoint is None or event is None:
+            return None
+        async with self._gate:
+            return await self._attempt(endpoint, event)
+
+    def _step(self, delivery: Obj, attempt: Obj | None) -> None:
+        event = self._state.events.get(delivery["event"])
+        if attempt is None:  # Stripe: no retries to an endpoint deleted since
+            self._finish(delivery, "failed", event)
+            return
+        delivery["attempts"].append(attempt)
+        self._log(delivery, attempt)
+        failures = len(delivery["attempts"])
+        if attempt["ok"]:
+            self._finish(delivery, "succeeded", event)
+        elif failures > len(self._config.retry_delays_s):
+            self._finish(delivery, "failed", event)
+        else:
+            delivery["next_attempt_at"] = self._clock() + self._config.retry_delays_s[failures - 1]
 
     @staticmethod
     def _finish(delivery: Obj, status: str, event: Obj | None) -> None:
