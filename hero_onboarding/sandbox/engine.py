@@ -57,8 +57,8 @@ class Sandbox:
         self.state = state
         self.clock = clock
         self._publish = publish
-        # Bumped by every change that no API request answers for (expiry found on a page
-        # visit, the clock's work): whoever sees it move saves the state.
+        # Bumped by every event emitted or forgotten. Changes no API request answers for (the
+        # clock's work, an expiry found on a page visit) are saved by whoever sees it move.
         self.revision = 0
 
     def now(self) -> int:
@@ -239,13 +239,13 @@ class Sandbox:
             url=None,
         )
 
-    # -- PaymentIntents, refunds, events ----------------------------------------------------
-
     def _drop_challenges(self, checkout_id: str) -> None:
         """A closed session answers no more 3-D Secure challenges (nor keeps their card data)."""
         for attempt, challenge in list(self.state.challenges.items()):
             if challenge["session"] == checkout_id:
                 del self.state.challenges[attempt]
+
+    # -- PaymentIntents, refunds, events ----------------------------------------------------
 
     def payment_intent(self, intent_id: str, param: str = "intent") -> Obj:
         intent = self.state.payment_intents.get(intent_id)
