@@ -23,7 +23,7 @@ from hero_onboarding.sandbox.config import SandboxConfig, WebhookEndpoint
 from hero_onboarding.store import Store, balances, ledger, users
 from hero_onboarding.store.users import User
 from tests.processes import free_port
-from tests.sandbox_kit import API_KEY, Harness, Receiver, schema_check_hook
+from tests.sandbox_kit import API_KEY, FakeClock, Harness, Receiver, schema_check_hook
 
 SIGNING_SECRET = "whsec_test_" + "a1" * 16
 OTHER_SECRET = "whsec_test_" + "b2" * 16
@@ -141,3 +141,19 @@ async def sandbox(aiohttp_server, receiver: Receiver) -> AsyncIterator[Harness]:
 @pytest.fixture
 def stripe_client(sandbox: Harness) -> stripe.StripeClient:
     return sandbox.sdk
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def clocked_sandbox(
+    aiohttp_server, receiver: Receiver, clock: FakeClock
+) -> AsyncIterator[Harness]:
+    """A sandbox whose clock moves only when the test advances `clock`."""
+    harness = await start_sandbox(aiohttp_server, sandbox_config(receiver.url), clock=clock)
+    yield harness
+    await harness.close()
+    assert harness.schema_failures == []

@@ -17,7 +17,7 @@ import stripe
 from aiohttp import web
 
 from hero_onboarding.sandbox.engine import Sandbox
-from hero_onboarding.sandbox.keys import SANDBOX
+from hero_onboarding.sandbox.keys import POKE, SANDBOX
 from tests.stripe_schema import check_object
 from tests.waiting import wait_until_async
 
@@ -85,6 +85,26 @@ class Receiver:
 
 
 @dataclass
+class FakeClock:
+    """The sandbox's clock in a test: time passes when the test says so."""
+
+    now: float = 1_900_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass(frozen=True)
+class PageAnswer:
+    status: int
+    location: str | None
+    html: str
+
+
+@dataclass
 class Harness:
     """A running sandbox, a plain HTTP client, and the official SDK (async) pointed at it."""
 
@@ -98,6 +118,10 @@ class Harness:
     @property
     def engine(self) -> Sandbox:
         return self.app[SANDBOX]
+
+    def wake_clock(self) -> None:
+        """Have the sandbox's clock task look at what is due now (after FakeClock.advance)."""
+        self.app[POKE]()
 
     async def close(self) -> None:
         await self.http.close()
@@ -113,8 +137,15 @@ class Harness:
         """The SDK's sync client (requests): call it through `run_sync` from async tests."""
         return stripe.StripeClient(api_key, base_addresses={"api": self.url})
 
-    async def pay(self, session_url: str, **fields: str) -> aiohttp.ClientResponse:
-        """Submit the hosted page's form as a browser without JavaScript would."""
+    async def submit(self, url: str, form: dict[str, str]) -> PageAnswer:
+        """POST a form as a browser without JavaScript would, without following redirects."""
+        async with self.http.post(url, data=form, allow_redirects=False) as response:
+            return PageAnswer(
+                response.status, response.headers.get("Location"), await response.text()
+            )
+
+    async def pay(self, session_url: str, **fields: str) -> PageAnswer:
+        """Fill in the hosted page's form (a paying card unless `fields` say otherwise)."""
         form = {
             "method": "card",
             "email": "buyer@example.com",
@@ -124,9 +155,7 @@ class Harness:
             "name": "Ada Buyer",
             **fields,
         }
-        async with self.http.post(session_url, data=form, allow_redirects=False) as response:
-            await response.read()
-            return response
+        return await self.submit(session_url, form)
 
     async def control(self, path: str, data: dict[str, str] | None = None) -> dict[str, Any]:
         async with self.http.post(

@@ -45,9 +45,7 @@ async def test_paying_with_4242_completes_the_session_and_redirects(
     session = await new_session(stripe_client)
     response = await sandbox.pay(session.url)
     assert response.status == 303
-    assert response.headers["Location"] == (
-        f"https://shop.example/payment/return?session_id={session.id}"
-    )
+    assert response.location == (f"https://shop.example/payment/return?session_id={session.id}")
     paid = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
     assert (paid.status, paid.payment_status, paid.url) == ("complete", "paid", None)
     assert paid.customer_details.email == "buyer@example.com"
@@ -80,12 +78,8 @@ async def test_declined_cards_show_the_error_and_send_nothing(
     sandbox: Harness, stripe_client: stripe.StripeClient, card: str, message: str
 ) -> None:
     session = await new_session(stripe_client)
-    async with sandbox.http.post(
-        session.url,
-        data={"method": "card", "email": "a@example.com", "card_number": card,
-              "card_expiry": "12/34", "card_cvc": "123"},
-    ) as response:  # fmt: skip
-        html = await response.text()
+    response = await sandbox.pay(session.url, card_number=card)
+    html = response.html
     assert response.status == 402
     assert message.replace("'", "&#39;") in html
     assert 'role="alert"' in html
@@ -113,54 +107,40 @@ async def test_bad_fields_are_named_on_the_page(
     sandbox: Harness, stripe_client: stripe.StripeClient, fields: dict[str, str], message: str
 ) -> None:
     session = await new_session(stripe_client)
-    form = {"method": "card", "email": "a@example.com", "card_number": "4242424242424242",
-            "card_expiry": "12/34", "card_cvc": "123", **fields}  # fmt: skip
-    async with sandbox.http.post(session.url, data=form) as response:
-        html = await response.text()
+    response = await sandbox.pay(session.url, **fields)
     assert response.status == 400
-    assert message.replace("'", "&#39;") in html
+    assert message.replace("'", "&#39;") in response.html
     assert sandbox.engine.state.events == {}
+
+
+THREE_D_SECURE = "4000 0027 6000 3184"
+
+
+def attempt_in(html: str) -> str:
+    found = re.search(r'name="attempt" value="([^"]+)"', html)
+    assert found is not None, "no 3-D Secure attempt on the page"
+    return found.group(1)
 
 
 async def test_three_d_secure_completes_or_fails(
     sandbox: Harness, stripe_client: stripe.StripeClient
 ) -> None:
     session = await new_session(stripe_client)
-    async with sandbox.http.post(
-        session.url,
-        data={"method": "card", "email": "a@example.com", "card_number": "4000002760003184",
-              "card_expiry": "12/34", "card_cvc": "123"},
-    ) as response:  # fmt: skip
-        html = await response.text()
-    assert response.status == 200
-    assert "3-D Secure" in html
-    attempt = re.search(r'name="attempt" value="([^"]+)"', html)
-    assert attempt is not None
+    challenged = await sandbox.pay(session.url, card_number=THREE_D_SECURE)
+    assert challenged.status == 200
+    assert "3-D Secure" in challenged.html
     authenticate = f"{session.url}/authenticate"
+    attempt = attempt_in(challenged.html)
 
-    async with sandbox.http.post(
-        authenticate, data={"attempt": attempt.group(1), "action": "fail"}
-    ) as response:
-        html = await response.text()
-    assert response.status == 402
-    assert "unable to authenticate" in html
-    async with sandbox.http.post(
-        authenticate, data={"attempt": attempt.group(1), "action": "complete"}
-    ) as response:
-        assert response.status == 404  # an attempt is answered once
+    failed = await sandbox.submit(authenticate, {"attempt": attempt, "action": "fail"})
+    assert failed.status == 402
+    assert "unable to authenticate" in failed.html
+    again = await sandbox.submit(authenticate, {"attempt": attempt, "action": "complete"})
+    assert again.status == 404  # an attempt is answered once
 
-    async with sandbox.http.post(
-        session.url,
-        data={"method": "card", "email": "a@example.com", "card_number": "4000002760003184",
-              "card_expiry": "12/34", "card_cvc": "123"},
-    ) as response:  # fmt: skip
-        attempt = re.search(r'name="attempt" value="([^"]+)"', await response.text())
-    assert attempt is not None
-    async with sandbox.http.post(
-        authenticate, data={"attempt": attempt.group(1), "action": "complete"},
-        allow_redirects=False,
-    ) as response:  # fmt: skip
-        assert response.status == 303
+    attempt = attempt_in((await sandbox.pay(session.url, card_number=THREE_D_SECURE)).html)
+    completed = await sandbox.submit(authenticate, {"attempt": attempt, "action": "complete"})
+    assert completed.status == 303
     paid = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
     assert paid.payment_status == "paid"
 
@@ -253,14 +233,9 @@ async def test_a_real_card_number_is_never_echoed_back(
     sandbox: Harness, stripe_client: stripe.StripeClient
 ) -> None:
     session = await new_session(stripe_client)
-    async with sandbox.http.post(
-        session.url,
-        data={"method": "card", "email": "a@example.com", "card_number": "4111 1111 1111 1111",
-              "card_expiry": "12/34", "card_cvc": "123"},
-    ) as response:  # fmt: skip
-        html = await response.text()
+    response = await sandbox.pay(session.url, card_number="4111 1111 1111 1111")
     assert response.status == 402
-    assert "4111" not in html
+    assert "4111" not in response.html
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from hero_onboarding.sandbox import state as state_module
-from hero_onboarding.sandbox.keys import DISPATCHER, POKE
+from hero_onboarding.sandbox.keys import DISPATCHER
 from hero_onboarding.sandbox.state import SandboxState, StateFile
 from tests.conftest import sandbox_config, start_sandbox
-from tests.sandbox_kit import Receiver, wait_for_types
+from tests.sandbox_kit import FakeClock, Receiver, wait_for_types
 from tests.waiting import wait_until, wait_until_async
 
 
@@ -107,29 +107,29 @@ async def test_no_webhook_leaves_before_its_event_is_saved(
 
 
 async def test_the_clock_outlives_a_failing_save(aiohttp_server, tmp_path, receiver) -> None:
-    now = [1_900_000_000.0]
+    clock = FakeClock()
     state_dir = tmp_path / "state"
     harness = await start_sandbox(
         aiohttp_server,
         sandbox_config(receiver.url, state_file=state_dir / "state.json"),
-        clock=lambda: now[0],
+        clock=clock,
     )
     try:
-        first = await harness.new_session(expires_at=int(now[0]) + 1800)
-        second = await harness.new_session(expires_at=int(now[0]) + 3600)
+        first = await harness.new_session(expires_at=int(clock.now) + 1800)
+        second = await harness.new_session(expires_at=int(clock.now) + 3600)
         (state_dir / "state.json").unlink()
         state_dir.rmdir()
         state_dir.write_text("in the way")  # saves fail from here on
-        now[0] += 1800
-        harness.app[POKE]()
+        clock.advance(1800)
+        harness.wake_clock()
 
         async def expired(checkout_id: str) -> bool:
             return harness.engine.state.sessions[checkout_id]["status"] == "expired"
 
         await wait_until_async(lambda: expired(first.id), timeout=10, what="the first expiry")
         state_dir.unlink()  # the disk recovers
-        now[0] += 1800
-        harness.app[POKE]()
+        clock.advance(1800)
+        harness.wake_clock()
         await wait_until_async(lambda: expired(second.id), timeout=10, what="the second expiry")
         await wait_for_types(receiver, "checkout.session.expired")
 

@@ -15,7 +15,6 @@ from hero_onboarding.daemon import create_app
 from hero_onboarding.payments.base import EventKind
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.sandbox.config import WebhookEndpoint
-from hero_onboarding.sandbox.keys import POKE
 from tests.conftest import (
     OTHER_SECRET,
     SIGNING_SECRET,
@@ -24,7 +23,7 @@ from tests.conftest import (
     sandbox_config,
     start_sandbox,
 )
-from tests.sandbox_kit import Harness, Receiver, session_params, wait_for_types
+from tests.sandbox_kit import FakeClock, Harness, Receiver, session_params, wait_for_types
 from tests.waiting import wait_until_async
 
 
@@ -198,21 +197,14 @@ async def test_paying_in_the_sandbox_credits_our_daemon_exactly_once(
 
 
 async def test_sessions_expire_on_their_own_when_the_clock_passes_expires_at(
-    aiohttp_server, receiver: Receiver
+    clocked_sandbox: Harness, clock: FakeClock, receiver: Receiver
 ) -> None:
-    now = [1_900_000_000.0]
-    harness = await start_sandbox(
-        aiohttp_server, sandbox_config(receiver.url), clock=lambda: now[0]
-    )
-    try:
-        session = await harness.new_session(expires_at=int(now[0]) + 1800)
-        now[0] += 1800
-        harness.app[POKE]()
-        await wait_for_types(receiver, "checkout.session.expired")
-        assert harness.engine.state.sessions[session.id]["status"] == "expired"
-        assert receiver.received[0].event["request"]["id"] is None
-    finally:
-        await harness.close()
+    session = await clocked_sandbox.new_session(expires_at=int(clock.now) + 1800)
+    clock.advance(1800)
+    clocked_sandbox.wake_clock()
+    await wait_for_types(receiver, "checkout.session.expired")
+    assert clocked_sandbox.engine.state.sessions[session.id]["status"] == "expired"
+    assert receiver.received[0].event["request"]["id"] is None
 
 
 async def test_bank_payments_settle_on_their_own_when_configured(
@@ -304,23 +296,17 @@ async def test_a_hanging_endpoint_times_out_and_never_blocks_the_api(aiohttp_ser
 
 
 async def test_events_are_forgotten_after_30_days_like_stripes(
-    aiohttp_server, receiver: Receiver
+    clocked_sandbox: Harness, clock: FakeClock
 ) -> None:
-    now = [1_900_000_000.0]
-    harness = await start_sandbox(
-        aiohttp_server, sandbox_config(receiver.url), clock=lambda: now[0]
-    )
-    try:
-        await one_expired_event(harness)
-        await harness.settled_deliveries(1)
-        now[0] += 30 * 86400 + 1
-        harness.app[POKE]()
+    await one_expired_event(clocked_sandbox)
+    await clocked_sandbox.settled_deliveries(1)
+    clock.advance(30 * 86400 + 1)
+    clocked_sandbox.wake_clock()
 
-        async def forgotten() -> bool:
-            return not harness.engine.state.events and not harness.engine.state.deliveries
+    async def forgotten() -> bool:
+        state = clocked_sandbox.engine.state
+        return not state.events and not state.deliveries
 
-        await wait_until_async(forgotten, timeout=10, what="the old event is dropped")
-        listed = await harness.sdk.v1.events.list_async()
-        assert listed.data == []
-    finally:
-        await harness.close()
+    await wait_until_async(forgotten, timeout=10, what="the old event is dropped")
+    listed = await clocked_sandbox.sdk.v1.events.list_async()
+    assert listed.data == []

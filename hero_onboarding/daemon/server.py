@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-
-from aiohttp import web
 
 from ..config import Secrets, Settings, StartupError
 from ..payments.stripe_provider import StripeWebhooks
+from ..serving import listening
 from ..store import Store, StoreError
 from .app import create_app
 
@@ -49,17 +47,9 @@ async def serve(settings: Settings, secrets: Secrets, stop: asyncio.Event) -> No
             livemode=stripe_livemode(secrets),
         )
         app = create_app(settings, store, webhooks)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, settings.host, settings.port)
-            try:
-                await site.start()
-            except OSError as exc:
-                reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-                raise StartupError(
-                    f"cannot listen on {settings.host}:{settings.port}: {reason}"
-                ) from exc
+        async with listening(
+            app, settings.host, settings.port, shutdown_timeout_s=settings.shutdown_timeout_s
+        ):
             log.info(
                 "listening on %s:%d (public URL %s, %s mode, database %s)",
                 settings.host,
@@ -70,8 +60,6 @@ async def serve(settings: Settings, secrets: Secrets, stop: asyncio.Event) -> No
             )
             await stop.wait()
             log.info("stopping: finishing in-flight requests")
-        finally:
-            await runner.cleanup()
     finally:
         await store.close()
     log.info("stopped")

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 
-from aiohttp import web
-
 from ..config import StartupError
+from ..serving import listening
 from .app import create_sandbox_app, load_state
 from .config import SandboxConfig
 from .state import StateFileError
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 5.0
 
 
 async def serve_sandbox(config: SandboxConfig, stop: asyncio.Event) -> None:
@@ -22,19 +22,9 @@ async def serve_sandbox(config: SandboxConfig, stop: asyncio.Event) -> None:
     except StateFileError as exc:
         raise StartupError(str(exc)) from None
     app = create_sandbox_app(config, state=state)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, config.host, config.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise StartupError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
+    async with listening(app, config.host, config.port, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S):
         endpoints = ", ".join(endpoint.url for endpoint in config.endpoints) or "none"
         log.info(
             "Stripe sandbox listening on %s (webhook endpoints: %s)", config.base_url, endpoints
         )
         await stop.wait()
-    finally:
-        await runner.cleanup()

@@ -1,0 +1,32 @@
+"""Serving an aiohttp app on TCP until told to stop: what every daemon's foreground run does."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+
+from .config import StartupError
+
+
+@asynccontextmanager
+async def listening(
+    app: web.Application, host: str, port: int, *, shutdown_timeout_s: float
+) -> AsyncIterator[None]:
+    """Serve `app` on host:port for the body of the `async with`, then drain and clean up.
+
+    A port that cannot be bound is a StartupError saying which and why, for the CLI's one line.
+    """
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
+        yield
+    finally:
+        await runner.cleanup()
