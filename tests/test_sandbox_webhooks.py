@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -232,6 +233,9 @@ async def test_a_restart_keeps_sessions_keys_and_owed_deliveries(
     created = await first.sdk.v1.checkout.sessions.create_async(
         session_params(), {"idempotency_key": "order-1"}
     )
+    saved = json.loads(state_file.read_text())  # the answer is saved with the change, not after
+    assert saved["idempotency"]["order-1"]["status"] == 200
+    assert created.id in saved["sessions"]
     await first.sdk.v1.checkout.sessions.expire_async(created.id)
     await wait_until_async(
         _has_attempts(first, 1), timeout=10, what="the first delivery attempt fails"

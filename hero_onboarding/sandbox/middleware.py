@@ -163,23 +163,28 @@ async def commit_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.exception("sandbox bug after a change, serving %s %s", request.method, request.path)
         response = stripe_json(internal_error().body(request[REQUEST_ID]), status=500)
     except BaseException:  # cancelled at shutdown: a change that happened stays answered
-        if request.get(EXECUTED) and record is not None:
-            record.update(status=500, body=_dumps(internal_error().body(request[REQUEST_ID])))
+        if request.get(EXECUTED):
+            _keep_answer(record, stripe_json(internal_error().body(request[REQUEST_ID]), 500))
         else:
             _forget(records, key)
         raise
     if not request.get(EXECUTED) or not isinstance(response, web.Response):
         _forget(records, key)
         return response
+    _keep_answer(record, response)  # before the save, so the file never has the change alone
     try:
         await request.app[SAVE]()
     except Exception:  # the change stands in memory; the next save that works writes it
         log.exception("could not save the sandbox state after %s %s", request.method, request.path)
         response = stripe_json(internal_error().body(request[REQUEST_ID]), status=500)
+        _keep_answer(record, response)
+    return response
+
+
+def _keep_answer(record: dict[str, Any] | None, response: web.Response) -> None:
     if record is not None:
         assert isinstance(response.text, str)  # stripe_json bodies are text
         record.update(status=response.status, body=response.text)
-    return response
 
 
 async def _claim_key(
