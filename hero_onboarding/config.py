@@ -157,6 +157,23 @@ class Settings:
     shutdown_timeout_s: float = _setting(
         5.0, help="grace period for in-flight requests on stop", check=_between(0.1, 300, " s")
     )
+    mycelium_api_url: str = _setting(
+        "http://127.0.0.1:8989",
+        help="the local Mycelium node's HTTP API, which carries login codes",
+        check=http_url,
+    )
+    login_code_ttl_s: int = _setting(
+        600, help="how long a login code or key-proof nonce stays valid", check=_between(60, 3600)
+    )
+    login_max_per_address: int = _setting(
+        5, help="login codes one address may be sent per hour", check=_between(1, 10_000)
+    )
+    login_max_per_ip: int = _setting(
+        20, help="login codes one client IP may ask for per hour", check=_between(1, 100_000)
+    )
+    session_ttl_s: int = _setting(
+        7 * 86400, help="how long a login lasts", check=_between(300, 90 * 86400, " s")
+    )
     log_level: str = _setting(
         "info", help="debug, info, warning or error", check=_one_of(LOG_LEVELS)
     )
@@ -164,6 +181,11 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "onboarding.db"
+
+    @property
+    def login_key_path(self) -> Path:
+        """The server's x25519 key for login proofs: made once, kept, never shown."""
+        return self.data_dir / "login_key"
 
 
 def setting_names() -> list[str]:

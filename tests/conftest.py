@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from hero_onboarding.config import Secret, Settings, load_settings
 from hero_onboarding.daemon import create_app
+from hero_onboarding.mycelium.messages import SandboxOutbox
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.sandbox.app import create_sandbox_app
 from hero_onboarding.sandbox.config import SandboxConfig, WebhookEndpoint
@@ -87,7 +88,19 @@ def webhooks() -> StripeWebhooks:
 async def client(
     aiohttp_client, settings: Settings, store: Store, webhooks: StripeWebhooks
 ) -> TestClient:
-    return await aiohttp_client(create_app(settings, store, webhooks))
+    return await aiohttp_client(build_app(settings, store, webhooks))
+
+
+SERVER_LOGIN_KEY = bytes(
+    range(100, 132)
+)  # the server's x25519 key in tests: fixed, never used live
+
+
+def build_app(settings: Settings, store: Store, webhooks: StripeWebhooks, **overrides: Any):
+    """The public app as tests build it: codes go to a sandbox outbox unless told otherwise."""
+    options: dict[str, Any] = {"messenger": SandboxOutbox(), "login_key": SERVER_LOGIN_KEY}
+    options.update(overrides)
+    return create_app(settings, store, webhooks, **options)
 
 
 # --- the Stripe sandbox (tests/sandbox_kit.py) ---

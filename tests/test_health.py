@@ -7,11 +7,10 @@ from functools import partial
 
 from hero_onboarding import __version__
 from hero_onboarding.config import Secret
-from hero_onboarding.daemon import create_app
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.store import Store, deliveries
 from hero_onboarding.store.deliveries import Delivery
-from tests.conftest import SIGNING_SECRET
+from tests.conftest import SIGNING_SECRET, build_app
 from tests.waiting import wait_until_async
 
 
@@ -33,7 +32,7 @@ async def test_ready_when_the_database_answers(client):
 async def test_not_ready_when_the_database_is_gone(aiohttp_client, settings):
     store = await Store.open(settings.db_path)
     client = await aiohttp_client(
-        create_app(settings, store, StripeWebhooks([Secret(SIGNING_SECRET)]))
+        build_app(settings, store, StripeWebhooks([Secret(SIGNING_SECRET)]))
     )
     await store.close()
     resp = await client.get("/ready")
@@ -49,7 +48,7 @@ async def test_old_deliveries_are_pruned_when_the_app_starts(aiohttp_client, set
             partial(deliveries.record, delivery=Delivery(received_at, "stripe", False, "rejected"))
         )
     await aiohttp_client(
-        create_app(settings, store, StripeWebhooks([Secret(SIGNING_SECRET)]), clock=lambda: now)
+        build_app(settings, store, StripeWebhooks([Secret(SIGNING_SECRET)]), clock=lambda: now)
     )
 
     async def only_the_recent_one_left() -> bool:

@@ -12,7 +12,6 @@ import stripe
 from aiohttp import web
 
 from hero_onboarding.config import Secret
-from hero_onboarding.daemon import create_app
 from hero_onboarding.payments.base import EventKind
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.sandbox.config import WebhookEndpoint
@@ -20,6 +19,7 @@ from tests.conftest import (
     OTHER_SECRET,
     SIGNING_SECRET,
     balance_of,
+    build_app,
     register,
     sandbox_config,
     start_sandbox,
@@ -175,7 +175,7 @@ async def test_paying_in_the_sandbox_credits_our_daemon_exactly_once(
     aiohttp_server, settings, store, webhooks
 ) -> None:
     user = await register(store, "4a1:2b3c:4d5e:6f70:8192:a3b4:c5d6:e7f8")
-    daemon = await aiohttp_server(create_app(settings, store, webhooks))
+    daemon = await aiohttp_server(build_app(settings, store, webhooks))
     endpoint = endpoint_at(str(daemon.make_url("/webhooks/stripe")))
     harness = await start_sandbox(aiohttp_server, sandbox_config(None, endpoints=(endpoint,)))
     try:

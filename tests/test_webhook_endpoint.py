@@ -13,12 +13,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from hero_onboarding.config import Secret
-from hero_onboarding.daemon import create_app
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.store import Store, checkouts, deliveries
 from hero_onboarding.store.checkouts import CheckoutSession, CheckoutStatus
 from hero_onboarding.store.users import User
-from tests.conftest import OTHER_SECRET, SIGNING_SECRET, balance_of
+from tests.conftest import OTHER_SECRET, SIGNING_SECRET, balance_of, build_app
 from tests.stripe_events import (
     body_of,
     charge_refunded,
@@ -148,7 +147,7 @@ async def test_either_configured_secret_verifies(
     aiohttp_client, settings, store, user, signed_with
 ):
     rotating = StripeWebhooks([Secret(SIGNING_SECRET), Secret(OTHER_SECRET)])
-    client = await aiohttp_client(create_app(settings, store, rotating))
+    client = await aiohttp_client(build_app(settings, store, rotating))
     status, _ = await send(client, paid(user, 600), signed_with)
     assert status == 200
     assert await balance_of(store, user.sid) == 600
@@ -279,7 +278,7 @@ async def test_payment_in_another_currency_is_unmatched_not_credited(client, sto
 
 async def test_event_from_the_other_stripe_mode_is_ignored(aiohttp_client, settings, store, user):
     live_only = StripeWebhooks([Secret(SIGNING_SECRET)], livemode=True)
-    client = await aiohttp_client(create_app(settings, store, live_only))
+    client = await aiohttp_client(build_app(settings, store, live_only))
     status, answer = await send(client, paid(user, 1000))  # a test-mode event
     assert (status, answer["outcome"]) == (200, "ignored")
     assert await balance_of(store, user.sid) == 0
@@ -372,7 +371,7 @@ async def test_store_failure_is_500_and_the_retry_credits(aiohttp_client, settin
     impatient = await Store.open(settings.db_path, busy_timeout_ms=50, write_timeout_s=5.0)
     try:
         client = await aiohttp_client(
-            create_app(
+            build_app(
                 settings,
                 impatient,
                 StripeWebhooks([Secret(SIGNING_SECRET)]),

@@ -23,6 +23,7 @@ from ..config import (
 )
 from ..daemon.server import serve
 from .foreground import run_until_signalled
+from .login_proof import login_proof_command
 from .logs import configure_logging
 from .sandbox import sandbox_command
 from .secrets import SecretsError, secrets_from_env
@@ -82,6 +83,7 @@ def server(**flags: str | None) -> None:
 
 
 cli.add_command(sandbox_command)
+cli.add_command(login_proof_command)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -10,19 +10,26 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Final
 
+import apsw
 from aiohttp import web
 
 from ..config import Settings
+from ..mycelium.messages import MessageSender
 from ..payments.base import WebhookParser
-from ..store import Store, deliveries
+from ..store import Store, deliveries, logins, web_sessions
+from . import login
+from .guards import csrf_middleware
 from .health import health, ready
-from .keys import CLOCK, SETTINGS, STORE, STRIPE
+from .keys import CLOCK, LOGIN_KEY, MESSENGER, SETTINGS, STORE, STRIPE
+from .pages import setup_pages
 from .webhooks import stripe_webhook
 
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S: Final = 3600.0
 PRUNE_BATCH: Final = 5000
+# Challenges stay a day past expiry: rate limits count them for an hour, people ask about them.
+LOGIN_GRACE_S: Final = 86400
 
 
 def create_app(
@@ -30,24 +37,34 @@ def create_app(
     store: Store,
     stripe_webhooks: WebhookParser,
     *,
+    messenger: MessageSender,
+    login_key: bytes,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """Build the public app. The caller owns `store` (opens it before, closes it after)."""
-    app = web.Application(client_max_size=settings.webhook_max_bytes)
+    """Build the public app. The caller owns `store` and `messenger`'s connections.
+
+    `messenger` carries login codes (a Mycelium node, or the sandbox outbox); `login_key` is
+    the server's x25519 private key for key proofs.
+    """
+    app = web.Application(client_max_size=settings.webhook_max_bytes, middlewares=[csrf_middleware])
     app[SETTINGS] = settings
     app[STORE] = store
     app[STRIPE] = stripe_webhooks
     app[CLOCK] = clock
+    app[MESSENGER] = messenger
+    app[LOGIN_KEY] = login_key
+    setup_pages(app)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_post("/webhooks/stripe", stripe_webhook)
-    app.cleanup_ctx.append(_prune_deliveries)
+    app.add_routes(login.routes)
+    app.cleanup_ctx.append(_pruning)
     return app
 
 
-async def _prune_deliveries(app: web.Application) -> AsyncIterator[None]:
-    """Keep webhook_deliveries to the retention period, hourly, while the app runs."""
-    task = asyncio.create_task(_prune_forever(app), name="prune-deliveries")
+async def _pruning(app: web.Application) -> AsyncIterator[None]:
+    """Hourly, while the app runs: old delivery records, dead login challenges and sessions."""
+    task = asyncio.create_task(_prune_forever(app), name="prune")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -57,22 +74,40 @@ async def _prune_deliveries(app: web.Application) -> AsyncIterator[None]:
 async def _prune_forever(app: web.Application) -> None:
     settings, store, clock = app[SETTINGS], app[STORE], app[CLOCK]
     while True:
-        cutoff = int(clock()) - settings.delivery_retention_days * 86400
-        try:
-            removed = 0
-            while True:
-                batch = await store.write(
-                    partial(deliveries.prune, received_before=cutoff, limit=PRUNE_BATCH)
-                )
-                removed += batch
-                if batch < PRUNE_BATCH:
-                    break
-            if removed:
-                log.info(
-                    "pruned %d webhook deliveries older than %d days",
-                    removed,
-                    settings.delivery_retention_days,
-                )
-        except Exception as exc:
-            log.error("pruning webhook deliveries failed: %s", exc)
+        now = int(clock())
+        jobs = (
+            (
+                f"webhook deliveries older than {settings.delivery_retention_days} days",
+                partial(
+                    deliveries.prune,
+                    received_before=now - settings.delivery_retention_days * 86400,
+                    limit=PRUNE_BATCH,
+                ),
+            ),
+            (
+                "expired login challenges",
+                partial(logins.prune, expired_before=now - LOGIN_GRACE_S, limit=PRUNE_BATCH),
+            ),
+            (
+                "expired web sessions",
+                partial(web_sessions.prune, expired_before=now, limit=PRUNE_BATCH),
+            ),
+        )
+        for what, job in jobs:
+            try:
+                removed = await _prune_all(store, job)
+                if removed:
+                    log.info("pruned %d %s", removed, what)
+            except Exception as exc:
+                log.error("pruning %s failed: %s", what, exc)
         await asyncio.sleep(PRUNE_INTERVAL_S)
+
+
+async def _prune_all(store: Store, job: Callable[[apsw.Connection], int]) -> int:
+    """Run a bounded prune job until it removes less than a batch (short write locks)."""
+    removed = 0
+    while True:
+        batch = await store.write(job)
+        removed += batch
+        if batch < PRUNE_BATCH:
+            return removed

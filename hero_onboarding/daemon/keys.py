@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from ..config import Settings
+from ..mycelium.messages import MessageSender
 from ..payments.base import WebhookParser
 from ..store import Store
 
@@ -14,3 +15,5 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 STRIPE = web.AppKey("stripe", WebhookParser)
 CLOCK = web.AppKey("clock", Callable[[], float])
+MESSENGER = web.AppKey("messenger", MessageSender)
+LOGIN_KEY = web.AppKey("login_key", bytes)  # the server's x25519 private key for key proofs

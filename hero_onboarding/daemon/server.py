@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import aiohttp
+from aiohttp import web
+
 from ..config import Secrets, Settings, StartupError
+from ..mycelium.messages import MessageSender, MyceliumNode, SandboxOutbox
+from ..mycelium.proof import ProofError, load_or_create_key
 from ..payments.stripe_provider import StripeWebhooks
 from ..serving import listening
 from ..store import Store, StoreError
@@ -41,25 +46,41 @@ async def serve(settings: Settings, secrets: Secrets, stop: asyncio.Event) -> No
     except StoreError as exc:
         raise StartupError(str(exc)) from exc
     try:
+        try:
+            login_key = await asyncio.to_thread(load_or_create_key, settings.login_key_path)
+        except (OSError, ProofError) as exc:
+            raise StartupError(
+                f"cannot use the login key {settings.login_key_path}: {exc}"
+            ) from exc
         webhooks = StripeWebhooks(
             secrets.webhook_signing_keys,
             tolerance_s=settings.webhook_tolerance_s,
             livemode=stripe_livemode(secrets),
         )
-        app = create_app(settings, store, webhooks)
-        async with listening(
-            app, settings.host, settings.port, shutdown_timeout_s=settings.shutdown_timeout_s
-        ):
-            log.info(
-                "listening on %s:%d (public URL %s, %s mode, database %s)",
-                settings.host,
-                settings.port,
-                settings.public_url,
-                settings.mode,
-                settings.db_path,
+        async with aiohttp.ClientSession() as http:
+            messenger: MessageSender = (
+                SandboxOutbox()
+                if settings.mode == "sandbox"
+                else MyceliumNode(settings.mycelium_api_url, http)
             )
-            await stop.wait()
-            log.info("stopping: finishing in-flight requests")
+            app = create_app(settings, store, webhooks, messenger=messenger, login_key=login_key)
+            await _serve(app, settings, stop)
     finally:
         await store.close()
     log.info("stopped")
+
+
+async def _serve(app: web.Application, settings: Settings, stop: asyncio.Event) -> None:
+    async with listening(
+        app, settings.host, settings.port, shutdown_timeout_s=settings.shutdown_timeout_s
+    ):
+        log.info(
+            "listening on %s:%d (public URL %s, %s mode, database %s)",
+            settings.host,
+            settings.port,
+            settings.public_url,
+            settings.mode,
+            settings.db_path,
+        )
+        await stop.wait()
+        log.info("stopping: finishing in-flight requests")

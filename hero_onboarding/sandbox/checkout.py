@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from ..money import format_amount
 from . import currencies
 from .errors import StripeApiError, invalid, missing_resource
 
@@ -211,7 +212,7 @@ def _check_amount(amount: int, currency: str) -> None:
         raise StripeApiError(
             400,
             "The Checkout Session's total amount due must add up to at least "
-            f"{currencies.format_amount(minimum, currency)}",
+            f"{format_amount(minimum, currency)}",
             code="amount_too_small",
             param="line_items",
         )
@@ -219,7 +220,7 @@ def _check_amount(amount: int, currency: str) -> None:
         raise StripeApiError(
             400,
             "The Checkout Session's total amount due must be no more than "
-            f"{currencies.format_amount(currencies.MAX_AMOUNT, currency)} (8 digits)",
+            f"{format_amount(currencies.MAX_AMOUNT, currency)} (8 digits)",
             code="amount_too_large",
             param="line_items",
         )

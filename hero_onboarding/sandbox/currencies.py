@@ -1,4 +1,4 @@
-"""Stripe's per-currency rules the sandbox enforces: minimum charge, 8 digits, decimals."""
+"""Stripe's per-currency rules the sandbox enforces: minimum charge and 8 digits."""
 
 from __future__ import annotations
 
@@ -12,21 +12,9 @@ MINIMUM_CHARGE: Final[dict[str, int]] = {
     "huf": 17500,
 }  # fmt: skip
 
-ZERO_DECIMAL: Final = frozenset({
-    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
-    "xaf", "xof", "xpf",
-})  # fmt: skip
 
 MAX_AMOUNT: Final = 99_999_999  # "amounts may have at most 8 digits"
 
 
 def supported(currency: str) -> bool:
     return currency in MINIMUM_CHARGE
-
-
-def format_amount(amount: int, currency: str) -> str:
-    """`1234, "usd"` -> `12.34 USD`; used on the hosted page and in error messages."""
-    code = currency.upper()
-    if currency in ZERO_DECIMAL:
-        return f"{amount:,} {code}"
-    return f"{amount // 100:,}.{amount % 100:02d} {code}"

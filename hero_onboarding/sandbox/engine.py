@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from . import cards, currencies, objects
+from ..money import format_amount
+from . import cards, objects
 from .checkout import EXPANDABLE, check_expand, check_metadata, plan_session
 from .config import SandboxConfig
 from .errors import StripeApiError, invalid, missing_resource
@@ -388,4 +389,4 @@ class Sandbox:
 
 def amount_text(session: Obj) -> str:
     """`12.34 USD`: how the page and the log show what a session charges."""
-    return currencies.format_amount(session["amount_total"], session["currency"])
+    return format_amount(session["amount_total"], session["currency"])

@@ -13,7 +13,8 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from . import cards, currencies
+from ..money import format_amount
+from . import cards
 from .buyer import PageError, PaymentForm, PayResult
 from .engine import amount_text
 from .keys import BUYER, CONFIG, POKE, SANDBOX, SAVE, TEMPLATES
@@ -124,7 +125,7 @@ def _checkout_page(
         {
             "description": item["description"],
             "quantity": item["quantity"],
-            "amount": currencies.format_amount(item["amount_total"], item["currency"]),
+            "amount": format_amount(item["amount_total"], item["currency"]),
         }
         for item in sandbox.state.line_items[session["id"]]
     ]

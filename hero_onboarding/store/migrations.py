@@ -126,7 +126,38 @@ CREATE TABLE admin_audit (
 );
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+# Login (issue 4): migration 1's provisional login tables were never written to; these are
+# their final shape. Codes and session tokens are stored only as hashes.
+_V2: Final = """
+DROP TABLE login_challenges;
+CREATE TABLE login_challenges (
+    id               TEXT PRIMARY KEY,             -- random; the verify form carries it
+    mycelium_address TEXT NOT NULL,
+    code_hash        TEXT NOT NULL,                -- sha256 of "<id>:<code>"
+    nonce            TEXT NOT NULL UNIQUE,         -- for the key proof, single use with the row
+    client_ip        TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    created_at       INTEGER NOT NULL,
+    expires_at       INTEGER NOT NULL CHECK (expires_at > created_at),
+    used_at          INTEGER
+);
+CREATE INDEX login_challenges_by_address ON login_challenges (mycelium_address, created_at);
+CREATE INDEX login_challenges_by_ip ON login_challenges (client_ip, created_at);
+CREATE INDEX login_challenges_by_expiry ON login_challenges (expires_at);
+
+DROP TABLE web_sessions;
+CREATE TABLE web_sessions (
+    token_hash TEXT PRIMARY KEY,                   -- sha256 of the cookie's token
+    sid        TEXT NOT NULL REFERENCES users(sid),
+    csrf_token TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL CHECK (expires_at > created_at)
+);
+CREATE INDEX web_sessions_by_sid ON web_sessions (sid);
+CREATE INDEX web_sessions_by_expiry ON web_sessions (expires_at);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -1,0 +1,106 @@
+"""Key proof: showing control of a Mycelium address without a Mycelium node on the server.
+
+x25519 keys cannot sign, so the proof is a MAC under a Diffie-Hellman secret:
+`HMAC-SHA256(X25519(user_sk, server_pk), nonce)`. Only the holder of the node's private key (or
+the server) can compute it, and the server checks that the public key presented derives to the
+address claimed. The nonce is single-use, so a proof cannot be replayed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from pathlib import Path
+from typing import Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from .address import parse_public_key
+
+KEY_BYTES: Final = 32
+MAC_BYTES: Final = 32
+
+
+class ProofError(ValueError):
+    """A proof that cannot even be read; the message says what was expected."""
+
+
+def public_key_of(private_key: bytes) -> bytes:
+    return (
+        X25519PrivateKey.from_private_bytes(private_key)
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+
+
+def proof_mac(private_key: bytes, peer_public_key: bytes, nonce: str) -> bytes:
+    """HMAC-SHA256 of the nonce (its ASCII text) under the X25519 secret of the two keys."""
+    secret = X25519PrivateKey.from_private_bytes(private_key).exchange(
+        X25519PublicKey.from_public_bytes(peer_public_key)
+    )
+    return hmac.new(secret, nonce.encode("ascii"), hashlib.sha256).digest()
+
+
+def make_proof(user_private_key: bytes, server_public_key: bytes, nonce: str) -> str:
+    """What `hero-onboarding login-proof` prints: `<public key hex>:<mac hex>`."""
+    mac = proof_mac(user_private_key, server_public_key, nonce)
+    return f"{public_key_of(user_private_key).hex()}:{mac.hex()}"
+
+
+def parse_proof(text: str) -> tuple[bytes, bytes]:
+    """(public key, mac) from a pasted proof, or ProofError."""
+    public_part, _, mac_part = text.strip().lower().partition(":")
+    try:
+        public_key = parse_public_key(public_part)
+        mac = bytes.fromhex(mac_part)
+    except ValueError:
+        raise ProofError(
+            "a proof is two hexadecimal parts, <public key>:<proof>, as login-proof prints it"
+        ) from None
+    if len(mac) != MAC_BYTES:
+        raise ProofError("the proof part is 64 hexadecimal characters")
+    return public_key, mac
+
+
+def proof_holds(server_private_key: bytes, user_public_key: bytes, nonce: str, mac: bytes) -> bool:
+    """Whether `mac` is the MAC the holder of `user_public_key`'s private key would make."""
+    try:
+        expected = proof_mac(server_private_key, user_public_key, nonce)
+    except ValueError:  # a low-order public key gives an all-zero secret: no proof at all
+        return False
+    return hmac.compare_digest(expected, mac)
+
+
+def read_private_key(path: Path) -> bytes:
+    """A Mycelium node key file: exactly 32 raw bytes (mycelium's priv_key.bin)."""
+    data = path.read_bytes()
+    if len(data) != KEY_BYTES:
+        raise ProofError(
+            f"{path} is {len(data)} bytes; a Mycelium key file holds exactly {KEY_BYTES}"
+        )
+    return data
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The server's own x25519 private key, made once (0600) and kept; blocking file I/O."""
+    try:
+        return read_private_key(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return read_private_key(path)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return key

@@ -1,0 +1,64 @@
+"""Logging in over HTTP as a browser without JavaScript does: cookies kept, forms posted."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from aiohttp.test_utils import TestClient
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+NONCE = re.compile(r"--challenge ([0-9a-f]+)")
+SERVER_KEY = re.compile(r"--server-key ([0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    html: str
+    location: str | None
+
+    @property
+    def challenge_id(self) -> str:
+        assert self.location is not None, f"no redirect ({self.status}): {self.html[:300]}"
+        return parse_qs(urlsplit(self.location).query)["challenge"][0]
+
+
+class Browser:
+    """One visitor: a cookie jar (the test client's), the CSRF token its pages gave it."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.csrf = ""
+
+    async def get(self, path: str) -> Answer:
+        async with self.client.get(path, allow_redirects=False) as response:
+            html = await response.text()
+            found = CSRF.search(html)
+            if found:
+                self.csrf = found.group(1)
+            return Answer(response.status, html, response.headers.get("Location"))
+
+    async def post(self, path: str, form: dict[str, str], *, csrf: bool = True) -> Answer:
+        if csrf and not self.csrf:
+            await self.get("/")
+        data = {**({"csrf_token": self.csrf} if csrf else {}), **form}
+        async with self.client.post(path, data=data, allow_redirects=False) as response:
+            html = await response.text()
+            found = CSRF.search(html)
+            if found:
+                self.csrf = found.group(1)
+            return Answer(response.status, html, response.headers.get("Location"))
+
+    async def ask_for_code(self, address: str) -> Answer:
+        return await self.post("/login", {"address": address})
+
+    async def answer(self, challenge_id: str, **fields: str) -> Answer:
+        return await self.post("/login/verify", {"challenge": challenge_id, **fields})
+
+    def cookie(self, name: str) -> str | None:
+        for cookie in self.client.session.cookie_jar:
+            if cookie.key == name:
+                return cookie.value
+        return None
