@@ -71,6 +71,14 @@ def _optional_http_url(value: str | None) -> str | None:
     return None if value in (None, "") else http_url(value)
 
 
+def _optional_header(value: str | None) -> str | None:
+    if value in (None, ""):
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", value):
+        raise ValueError("must be an HTTP header name such as X-Forwarded-For")
+    return value
+
+
 def _currency(value: str) -> str:
     value = value.lower()
     if not re.fullmatch(r"[a-z]{3}", value):
@@ -170,6 +178,12 @@ class Settings:
     )
     login_max_per_ip: int = _setting(
         20, help="login codes one client IP may ask for per hour", check=_between(1, 100_000)
+    )
+    client_ip_header: str | None = _setting(
+        None,
+        help="header a trusted reverse proxy puts the client address in (X-Forwarded-For, "
+        "X-Real-IP); unset: the TCP peer",
+        check=_optional_header,
     )
     session_ttl_s: int = _setting(
         7 * 86400, help="how long a login lasts", check=_between(300, 90 * 86400, " s")

@@ -58,6 +58,7 @@ def browser(app_client: TestClient) -> Browser:
 
 
 async def log_in_with_code(browser: Browser, node: FakeNode, typed: str = ADDRESS) -> str:
+    await browser.get("/")  # the page a person would post from, with its current token
     asked = await browser.ask_for_code(typed)
     assert asked.status == 303, asked.html
     done = await browser.answer(asked.challenge_id, code=node.last_code(parse_address(typed)))
@@ -364,3 +365,41 @@ def test_the_schema_refuses_a_malformed_challenge(tmp_path) -> None:
             "INSERT INTO login_challenges (id, mycelium_address, code_hash, nonce, client_ip,"
             " attempts, created_at, expires_at) VALUES ('a', '4a1::1', 'h', 'n', 'ip', -1, 1, 2)"
         )
+
+
+async def test_behind_a_proxy_the_forwarded_address_is_rate_limited(
+    aiohttp_client, tmp_path, store, webhooks
+) -> None:
+    settings = load_settings(
+        {"HOME": str(tmp_path)},
+        {
+            "data_dir": str(tmp_path / "data"),
+            "client_ip_header": "X-Forwarded-For",
+            "login_max_per_ip": "1",
+        },
+    )
+    client = await aiohttp_client(build_app(settings, store, webhooks))
+    browser = Browser(client)
+    await browser.get("/")
+
+    async def ask(address: str, forwarded: str) -> int:
+        data = {"csrf_token": browser.csrf, "address": address}
+        headers = {"X-Forwarded-For": forwarded}
+        async with client.post("/login", data=data, headers=headers, allow_redirects=False) as r:
+            return r.status
+
+    assert await ask("4a1::1", "6.6.6.6, 10.0.0.1") == 303
+    assert await ask("4a1::2", "7.7.7.7, 10.0.0.2") == 303  # another client behind the proxy
+    assert await ask("4a1::3", "6.6.6.6, 10.0.0.2") == 429  # only the proxy's own entry counts
+    assert rows(store, "SELECT DISTINCT client_ip FROM login_challenges ORDER BY 1") == [
+        ("10.0.0.1",),
+        ("10.0.0.2",),
+    ]
+
+
+async def test_a_new_login_replaces_the_browsers_old_session(
+    browser: Browser, node: FakeNode, store: Store
+) -> None:
+    await log_in_with_code(browser, node)
+    await log_in_with_code(browser, node)
+    assert rows(store, "SELECT COUNT(*) FROM web_sessions") == [(1,)]

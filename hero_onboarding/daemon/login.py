@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from ..mycelium.messages import NodeRefused, NodeUnavailable, SandboxOutbox
 from ..mycelium.proof import ProofError, parse_proof, proof_holds, public_key_of
 from ..store import balances, logins, users, web_sessions
 from ..store.logins import Challenge
-from .auth import end_session, start_session, token_hash, visitor_of
+from .auth import SESSION_COOKIE, end_session, start_session, token_hash, visitor_of
 from .guards import authenticated, current_user
 from .keys import CLOCK, LOGIN_KEY, MESSENGER, SETTINGS, STORE
 from .pages import message_page, render
@@ -56,6 +57,22 @@ class Verdict:
     challenge: Challenge | None = None
     tries_left: int = 0
     reason: str = ""
+
+
+def client_address(request: web.Request) -> str:
+    """Who is asking, for rate limits: the TCP peer, or what our reverse proxy says it saw.
+
+    With X-Forwarded-For only the last entry is trusted: it is the one our proxy added; the
+    ones before it are whatever the client sent.
+    """
+    header = request.app[SETTINGS].client_ip_header
+    if header:
+        forwarded = request.headers.get(header, "").split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(forwarded))
+        except ValueError:
+            pass
+    return request.remote or "unknown"
 
 
 def see_other(location: str) -> web.Response:
@@ -107,7 +124,7 @@ async def send_code(request: web.Request) -> web.Response:
         return await render(request, "login.html", 400, address=typed, error=str(exc))
 
     now = int(request.app[CLOCK]())
-    client_ip = request.remote or "unknown"
+    client_ip = client_address(request)
     since = now - RATE_WINDOW_S
     sent_to_address = await store.read(partial(logins.count_since, since=since, address=address))
     sent_from_ip = await store.read(partial(logins.count_since, since=since, client_ip=client_ip))
@@ -205,6 +222,7 @@ async def verify(request: web.Request) -> web.StreamResponse:
             now=now,
             session_token_hash=token_hash(session_token),
             session_expires_at=now + settings.session_ttl_s,
+            previous_token_hash=_previous_token_hash(request),
         )
     )
     if verdict.answer is Answer.ACCEPTED:
@@ -271,6 +289,7 @@ def _answer(
     now: int,
     session_token_hash: str,
     session_expires_at: int,
+    previous_token_hash: str | None,
 ) -> Verdict:
     challenge = logins.get(conn, challenge_id)
     if challenge is None:
@@ -298,6 +317,8 @@ def _answer(
     if not logins.consume(conn, challenge.id, now=now):
         return Verdict(Answer.DEAD, challenge, reason="This login code was already used.")
     user = users.register(conn, challenge.mycelium_address, currency=currency, now=now)
+    if previous_token_hash is not None:  # a new login replaces the browser's old session
+        web_sessions.delete(conn, previous_token_hash)
     web_sessions.insert(
         conn,
         token_hash=session_token_hash,
@@ -319,6 +340,11 @@ def _proof_right(challenge: Challenge, proof: str, server_key: bytes) -> tuple[b
     if not proof_holds(server_key, public_key, challenge.nonce, mac):
         return False, "That proof does not match this login's challenge"
     return True, ""
+
+
+def _previous_token_hash(request: web.Request) -> str | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    return token_hash(token) if token else None
 
 
 def _live(challenge: Challenge, now: int) -> bool:
