@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, get_type_hints
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX: Final = "HERO_ONBOARDING_"
 MODES: Final = ("production", "sandbox")
@@ -59,7 +59,7 @@ def http_url(value: str) -> str:
         _ = parts.port
     except ValueError as exc:
         raise ValueError("has an invalid port") from exc
-    return value.rstrip("/")
+    return urlunsplit(parts).rstrip("/")  # the scheme in lower case, as urlsplit read it
 
 
 def without_credentials(text: str) -> str:
@@ -276,11 +276,25 @@ def load_settings(
         f"http://{_url_host(values.get('host', '127.0.0.1'))}:{values.get('port', 8780)}",
     )
     settings = Settings(**values)
+    if settings.mode == "sandbox" and not _is_loopback_host(settings.host):
+        raise ConfigError(
+            f"--mode=sandbox lets anyone log in as any address (its login codes are shown on "
+            f"/sandbox/outbox): listen on 127.0.0.1, ::1 or localhost, not {settings.host}"
+        )
     if settings.amount_min > settings.amount_max:
         raise ConfigError(
             f"amount_min ({settings.amount_min}) is larger than amount_max ({settings.amount_max})"
         )
     return settings
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _url_host(host: str) -> str:

@@ -1,14 +1,20 @@
-"""Serving an aiohttp app on TCP until told to stop: what every daemon's foreground run does."""
+"""HTTP plumbing both daemons share: serving an app on TCP, reading forms safely."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import StartupError
+
+# What reading a posted form can raise on a hostile body: bad UTF-8 (ValueError), an unknown
+# charset (LookupError), broken multipart or Content-Encoding (the other two).
+FORM_READ_ERRORS: Final = (ValueError, LookupError, HttpProcessingError, web.RequestPayloadError)
 
 
 @asynccontextmanager

@@ -9,15 +9,17 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp.test_utils import TestClient
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-NONCE = re.compile(r"--challenge ([0-9a-f]+)")
+NONCE = re.compile(r"--challenge (\S+)")
+CHALLENGE_ID = re.compile(r'name="challenge" value="([^"]+)"')
 SERVER_KEY = re.compile(r"--server-key ([0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
-class Answer:
+class Reply:
     status: int
     html: str
     location: str | None
+    headers: dict[str, str]
 
     @property
     def challenge_id(self) -> str:
@@ -32,15 +34,17 @@ class Browser:
         self.client = client
         self.csrf = ""
 
-    async def get(self, path: str) -> Answer:
+    async def get(self, path: str) -> Reply:
         async with self.client.get(path, allow_redirects=False) as response:
             html = await response.text()
             found = CSRF.search(html)
             if found:
                 self.csrf = found.group(1)
-            return Answer(response.status, html, response.headers.get("Location"))
+            return Reply(
+                response.status, html, response.headers.get("Location"), dict(response.headers)
+            )
 
-    async def post(self, path: str, form: dict[str, str], *, csrf: bool = True) -> Answer:
+    async def post(self, path: str, form: dict[str, str], *, csrf: bool = True) -> Reply:
         if csrf and not self.csrf:
             await self.get("/")
         data = {**({"csrf_token": self.csrf} if csrf else {}), **form}
@@ -49,12 +53,14 @@ class Browser:
             found = CSRF.search(html)
             if found:
                 self.csrf = found.group(1)
-            return Answer(response.status, html, response.headers.get("Location"))
+            return Reply(
+                response.status, html, response.headers.get("Location"), dict(response.headers)
+            )
 
-    async def ask_for_code(self, address: str) -> Answer:
+    async def ask_for_code(self, address: str) -> Reply:
         return await self.post("/login", {"address": address})
 
-    async def answer(self, challenge_id: str, **fields: str) -> Answer:
+    async def answer(self, challenge_id: str, **fields: str) -> Reply:
         return await self.post("/login/verify", {"challenge": challenge_id, **fields})
 
     def cookie(self, name: str) -> str | None:

@@ -113,3 +113,18 @@ def test_a_url_with_credentials_is_refused_without_echoing_them():
     assert "hunter2" not in str(caught.value)
     assert "https://***@pay.example" in str(caught.value)
     assert "must not carry a user name or password" in str(caught.value)
+
+
+def test_sandbox_mode_is_refused_on_a_public_interface():
+    with pytest.raises(
+        ConfigError, match=r"listen on 127\.0\.0\.1, ::1 or localhost, not 0\.0\.0\.0"
+    ):
+        load_settings({}, {"mode": "sandbox", "host": "0.0.0.0"})
+    for host in ("127.0.0.1", "::1", "localhost"):
+        assert load_settings({}, {"mode": "sandbox", "host": host}).mode == "sandbox"
+
+
+def test_url_schemes_are_read_in_any_case_and_kept_in_lower_case():
+    assert load_settings({}, {"public_url": "HTTPS://Pay.Example/"}).public_url == (
+        "https://Pay.Example"
+    )

@@ -16,15 +16,17 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hero_onboarding.config import load_settings
 from hero_onboarding.daemon.auth import CSRF_COOKIE, SESSION_COOKIE
+from hero_onboarding.daemon.challenges import client_bucket
+from hero_onboarding.daemon.keys import MESSENGER
 from hero_onboarding.daemon.login import TOPIC
 from hero_onboarding.mycelium.address import address_of, parse_address
-from hero_onboarding.mycelium.messages import MyceliumNode
+from hero_onboarding.mycelium.messages import MyceliumNode, SandboxOutbox
 from hero_onboarding.mycelium.proof import make_proof, public_key_of
 from hero_onboarding.store import Store, users
 from hero_onboarding.store.migrations import migrate
 from tests.conftest import build_app
 from tests.fake_mycelium import FakeNode
-from tests.login_kit import NONCE, SERVER_KEY, Browser
+from tests.login_kit import CHALLENGE_ID, NONCE, SERVER_KEY, Browser
 from tests.sandbox_kit import FakeClock
 
 ADDRESS = "4a1:2b3c:4d5e:6f70:8192:a3b4:c5d6:e7f8"
@@ -66,8 +68,8 @@ async def log_in_with_code(browser: Browser, node: FakeNode, typed: str = ADDRES
     return asked.challenge_id
 
 
-def rows(store: Store, sql: str, *args: object) -> list[tuple]:
-    return store._reader.execute(sql, args).fetchall()  # type: ignore[attr-defined]
+async def rows(store: Store, sql: str, *args: object) -> list[tuple]:
+    return await store.read(lambda conn: conn.execute(sql, args).fetchall())
 
 
 async def test_the_right_code_opens_a_session(browser: Browser, node: FakeNode, store: Store):
@@ -97,10 +99,12 @@ async def test_the_right_code_opens_a_session(browser: Browser, node: FakeNode, 
     assert user.sid == sid
     token = browser.cookie(SESSION_COOKIE)
     assert token
-    stored = rows(store, "SELECT token_hash FROM web_sessions")
+    stored = await rows(store, "SELECT token_hash FROM web_sessions")
     assert stored == [(hashlib.sha256(token.encode()).hexdigest(),)]
-    assert rows(store, "SELECT COUNT(*) FROM web_sessions WHERE token_hash = ?", token) == [(0,)]
-    code_hashes = rows(store, "SELECT code_hash FROM login_challenges")
+    assert await rows(store, "SELECT COUNT(*) FROM web_sessions WHERE token_hash = ?", token) == [
+        (0,)
+    ]
+    code_hashes = await rows(store, "SELECT code_hash FROM login_challenges")
     assert node.last_code(ADDRESS) not in str(code_hashes)
 
 
@@ -113,8 +117,8 @@ async def test_the_same_address_is_the_same_user_forever(
     app_client.session.cookie_jar.clear()
     await log_in_with_code(second, node, ADDRESS.upper().replace(":0", ":"))
     assert (await (await app_client.get("/account")).json())["sid"] == first_sid
-    assert rows(store, "SELECT COUNT(*) FROM users") == [(1,)]
-    assert rows(store, "SELECT COUNT(*) FROM billing") == [(1,)]
+    assert await rows(store, "SELECT COUNT(*) FROM users") == [(1,)]
+    assert await rows(store, "SELECT COUNT(*) FROM billing") == [(1,)]
 
 
 async def test_five_wrong_codes_kill_the_challenge(browser: Browser, node: FakeNode) -> None:
@@ -140,7 +144,7 @@ async def test_wrong_tries_are_counted_strictly_even_all_at_once(
     )
     assert sum(a.status == 400 for a in answers) == 4
     assert sum(a.status == 410 for a in answers) == 26
-    assert rows(store, "SELECT attempts FROM login_challenges") == [(5,)]
+    assert await rows(store, "SELECT attempts FROM login_challenges") == [(5,)]
 
 
 async def test_an_expired_code_is_refused(
@@ -166,22 +170,32 @@ async def test_a_used_code_cannot_log_in_again(app_client: TestClient, node: Fak
 
 
 @pytest.mark.parametrize(
-    ("answer_with", "status", "words"), [(None, 503, "unreachable"), (400, 502, "would not take")]
+    ("answer_with", "status", "words"),
+    [(None, 503, "could not reach our Mycelium node"), (400, 502, "would not take a message")],
 )
-async def test_a_node_that_is_down_or_refuses_sends_nothing_and_records_nothing(
+async def test_when_the_node_fails_no_code_exists_but_the_key_proof_still_works(
     aiohttp_client, settings, store, webhooks, node: FakeNode, node_url: str,
     answer_with: int | None, status: int, words: str,
 ) -> None:  # fmt: skip
     url = "http://127.0.0.1:9" if answer_with is None else node_url
     node.answer_with = answer_with
+    private_key, address = user_key()
     async with aiohttp.ClientSession() as http:
         client = await aiohttp_client(
             build_app(settings, store, webhooks, messenger=MyceliumNode(url, http))
         )
-        answer = await Browser(client).ask_for_code(ADDRESS)
-    assert answer.status == status
-    assert words in answer.html
-    assert rows(store, "SELECT COUNT(*) FROM login_challenges") == [(0,)]
+        browser = Browser(client)
+        answer = await browser.ask_for_code(address)
+        assert answer.status == status
+        assert words in answer.html
+        assert 'name="code"' not in answer.html  # no code form: there is no code
+        assert await rows(store, "SELECT code_hash IS NULL FROM login_challenges") == [(1,)]
+        assert await rows(store, "SELECT COUNT(*) FROM users") == [(0,)]
+        challenge_id = CHALLENGE_ID.search(answer.html).group(1)
+        proof = proof_from_page(answer.html, private_key)
+        done = await browser.answer(challenge_id, proof=proof)
+    assert (done.status, done.location) == (303, "/")
+    assert node.received == []
 
 
 @pytest.mark.parametrize(
@@ -203,25 +217,70 @@ async def test_bad_addresses_get_a_400_page_saying_why(
     assert node.received == []
 
 
-async def test_codes_are_rate_limited_per_address_and_per_ip(
-    aiohttp_client, tmp_path, store, webhooks, node: FakeNode, node_url: str
+def limited_settings(tmp_path, **values: str):
+    return load_settings({"HOME": str(tmp_path)}, {"data_dir": str(tmp_path / "data"), **values})
+
+
+async def test_limits_hold_under_a_burst_of_concurrent_requests(
+    aiohttp_client, tmp_path, store, webhooks
 ) -> None:
-    settings = load_settings(
-        {"HOME": str(tmp_path)},
-        {"data_dir": str(tmp_path / "data"), "login_max_per_address": "2", "login_max_per_ip": "3"},
+    settings = limited_settings(tmp_path, login_max_per_address="5", login_max_per_ip="20")
+    outbox = SandboxOutbox()
+    client = await aiohttp_client(build_app(settings, store, webhooks, messenger=outbox))
+    browser = Browser(client)
+    await browser.get("/")
+    answers = await asyncio.gather(*(browser.ask_for_code(ADDRESS) for _ in range(40)))
+    assert sum(a.status == 303 for a in answers) == 20
+    assert sum(a.status == 429 for a in answers) == 20
+    assert len(outbox.messages(ADDRESS)) == 5  # the address's code limit, not one more
+    assert await rows(store, "SELECT COUNT(*) FROM login_challenges") == [(20,)]
+    limited = next(a for a in answers if a.status == 429)
+    assert "Too many logins" in limited.html
+
+
+async def test_a_stranger_cannot_lock_an_owner_out(
+    aiohttp_client, tmp_path, store, webhooks, clock: FakeClock
+) -> None:
+    """Codes to an address run out for everyone, but its owner can still prove with the key."""
+    settings = limited_settings(tmp_path, login_max_per_address="2", client_ip_header="X-Real-IP")
+    outbox = SandboxOutbox()
+    client = await aiohttp_client(
+        build_app(settings, store, webhooks, messenger=outbox, clock=clock)
     )
-    async with aiohttp.ClientSession() as http:
-        client = await aiohttp_client(
-            build_app(settings, store, webhooks, messenger=MyceliumNode(node_url, http))
-        )
-        browser = Browser(client)
-        assert [(await browser.ask_for_code(ADDRESS)).status for _ in range(3)] == [303, 303, 429]
-        other = "5ff::1"
-        assert (await browser.ask_for_code(other)).status == 303
-        limited = await browser.ask_for_code("5ff::2")
+    private_key, address = user_key()
+    stranger, owner = Browser(client), Browser(client)
+    await stranger.get("/")
+    for _ in range(3):
+        data = {"csrf_token": stranger.csrf, "address": address}
+        async with client.post(
+            "/login", data=data, headers={"X-Real-IP": "6.6.6.6"}, allow_redirects=False
+        ) as response:
+            assert response.status == 303
+    assert len(outbox.messages(address)) == 2
+
+    asked = await owner.ask_for_code(address)
+    assert asked.status == 303
+    page = await owner.get(asked.location)
+    assert "none was sent this time" in page.html
+    assert 'name="code"' not in page.html
+    done = await owner.answer(asked.challenge_id, proof=proof_from_page(page.html, private_key))
+    assert (done.status, done.location) == (303, "/")
+
+
+async def test_a_client_over_its_limit_is_told_when_to_come_back(
+    aiohttp_client, tmp_path, store, webhooks, clock: FakeClock
+) -> None:
+    settings = limited_settings(tmp_path, login_max_per_ip="2")
+    client = await aiohttp_client(build_app(settings, store, webhooks, clock=clock))
+    browser = Browser(client)
+    await browser.ask_for_code("4a1::1")
+    clock.advance(1000)
+    await browser.ask_for_code("4a1::2")
+    limited = await browser.ask_for_code("4a1::3")
     assert limited.status == 429
-    assert "Too many" in limited.html
-    assert len(node.received) == 3
+    assert limited.headers["Retry-After"] == str(3600 - 1000)
+    clock.advance(2600)
+    assert (await browser.ask_for_code("4a1::4")).status == 303  # the first one aged out
 
 
 def user_key() -> tuple[bytes, str]:
@@ -229,12 +288,19 @@ def user_key() -> tuple[bytes, str]:
     return private_key, address_of(public_key_of(private_key))
 
 
+def proof_from_page(html: str, private_key: bytes, nonce: str | None = None) -> str:
+    """What login-proof prints for the challenge and server key a page shows."""
+    shown_nonce = NONCE.search(html).group(1)
+    server_key = bytes.fromhex(SERVER_KEY.search(html).group(1))
+    return make_proof(private_key, server_key, nonce or shown_nonce)
+
+
 async def test_a_key_proof_logs_in_once(browser: Browser, node: FakeNode) -> None:
     private_key, address = user_key()
     asked = await browser.ask_for_code(address)
     page = await browser.get(asked.location)
-    nonce, server_key = NONCE.search(page.html).group(1), SERVER_KEY.search(page.html).group(1)
-    proof = make_proof(private_key, bytes.fromhex(server_key), nonce)
+    assert f"{NONCE.search(page.html).group(1)}".endswith("@127.0.0.1:8780")  # names the site
+    proof = proof_from_page(page.html, private_key)
 
     done = await browser.answer(asked.challenge_id, proof=proof)
     assert (done.status, done.location) == (303, "/")
@@ -247,21 +313,23 @@ async def test_key_proofs_that_do_not_hold_are_refused(browser: Browser) -> None
     private_key, address = user_key()
     other_key, _ = user_key()
     asked = await browser.ask_for_code(address)
-    page = await browser.get(asked.location)
-    nonce, server_key = (
-        NONCE.search(page.html).group(1),
-        bytes.fromhex(SERVER_KEY.search(page.html).group(1)),
-    )
+    page = (await browser.get(asked.location)).html
+    good = proof_from_page(page, private_key)
+    public_hex, mac_hex = good.split(":")
+    flipped = bytearray(bytes.fromhex(public_hex))
+    flipped[31] |= 0x80  # the same X25519 key, written another way: it names another address
     cases = [
-        (make_proof(other_key, server_key, nonce), "belongs to another Mycelium address"),
-        (make_proof(private_key, server_key, nonce)[:-2] + "00", "does not match"),
-        (make_proof(private_key, server_key, "another-nonce"), "does not match"),
-        ("garbage", "cannot be read"),
+        (proof_from_page(page, other_key), "belongs to another Mycelium address"),
+        (good[:-2] + ("00" if not good.endswith("00") else "01"), "does not match"),
+        (proof_from_page(page, private_key, nonce="another-nonce"), "does not match"),
+        (f"{bytes(flipped).hex()}:{mac_hex}", "not in canonical form"),
     ]
     for proof, words in cases:
         answer = await browser.answer(asked.challenge_id, proof=proof)
         assert answer.status == 400, proof
         assert words in answer.html
+    dead = await browser.answer(asked.challenge_id, proof="garbage")
+    assert dead.status == 410  # the fifth wrong answer was the last
     assert browser.cookie(SESSION_COOKIE) is None
 
 
@@ -304,7 +372,7 @@ async def test_logout_kills_the_session_server_side(
     await browser.get("/")
     out = await browser.post("/logout", {})
     assert (out.status, out.location) == (303, "/")
-    assert rows(store, "SELECT COUNT(*) FROM web_sessions") == [(0,)]
+    assert await rows(store, "SELECT COUNT(*) FROM web_sessions") == [(0,)]
     async with app_client.get(
         "/account", cookies={SESSION_COOKIE: token}, allow_redirects=False
     ) as replay:
@@ -316,19 +384,43 @@ async def test_user_only_routes_send_strangers_to_log_in(app_client: TestClient)
         assert (response.status, response.headers["Location"]) == (303, "/")
 
 
-async def test_cookies_are_httponly_lax_and_secure_behind_https(
+async def test_cookies_are_httponly_lax_and_host_only_secure_behind_https(
     aiohttp_client, tmp_path, store, webhooks
 ) -> None:
-    settings = load_settings(
-        {"HOME": str(tmp_path)},
-        {"data_dir": str(tmp_path / "data"), "public_url": "https://pay.example"},
-    )
+    settings = limited_settings(tmp_path, public_url="HTTPS://pay.example")
     client = await aiohttp_client(build_app(settings, store, webhooks))
     async with client.get("/") as response:
-        cookie = response.cookies[CSRF_COOKIE]
-    assert cookie["httponly"] is True
-    assert cookie["samesite"] == "Lax"
-    assert cookie["secure"] is True
+        csrf = response.cookies["__Host-hero_csrf"]
+    assert (csrf["httponly"], csrf["samesite"], csrf["secure"], csrf["path"]) == (
+        True, "Lax", True, "/",
+    )  # fmt: skip
+    # The test server speaks plain http, so the jar keeps Secure cookies to itself: send it.
+    sent = {"Cookie": f"__Host-hero_csrf={csrf.value}"}
+    async with client.post(
+        "/login",
+        data={"csrf_token": csrf.value, "address": ADDRESS},
+        headers=sent,
+        allow_redirects=False,
+    ) as response:
+        challenge_id = response.headers["Location"].split("challenge=")[1]
+    code = client.app[MESSENGER].messages(ADDRESS)[0].text.split("login code is ")[1][:11]
+    async with client.post(
+        "/login/verify",
+        data={"csrf_token": csrf.value, "challenge": challenge_id, "code": code},
+        headers=sent,
+        allow_redirects=False,
+    ) as response:
+        assert response.status == 303
+        session = response.cookies["__Host-hero_session"]
+    assert (session["httponly"], session["samesite"], session["secure"]) == (True, "Lax", True)
+    assert session["max-age"] == str(settings.session_ttl_s)
+
+
+async def test_plain_http_cookies_have_no_prefix_and_no_secure(app_client: TestClient) -> None:
+    async with app_client.get("/") as response:
+        csrf = response.cookies[CSRF_COOKIE]
+    assert csrf["secure"] == ""
+    assert csrf["httponly"] is True
 
 
 async def test_the_sandbox_outbox_carries_codes_and_exists_only_in_sandbox_mode(
@@ -391,7 +483,7 @@ async def test_behind_a_proxy_the_forwarded_address_is_rate_limited(
     assert await ask("4a1::1", "6.6.6.6, 10.0.0.1") == 303
     assert await ask("4a1::2", "7.7.7.7, 10.0.0.2") == 303  # another client behind the proxy
     assert await ask("4a1::3", "6.6.6.6, 10.0.0.2") == 429  # only the proxy's own entry counts
-    assert rows(store, "SELECT DISTINCT client_ip FROM login_challenges ORDER BY 1") == [
+    assert await rows(store, "SELECT DISTINCT client_ip FROM login_challenges ORDER BY 1") == [
         ("10.0.0.1",),
         ("10.0.0.2",),
     ]
@@ -402,4 +494,78 @@ async def test_a_new_login_replaces_the_browsers_old_session(
 ) -> None:
     await log_in_with_code(browser, node)
     await log_in_with_code(browser, node)
-    assert rows(store, "SELECT COUNT(*) FROM web_sessions") == [(1,)]
+    assert await rows(store, "SELECT COUNT(*) FROM web_sessions") == [(1,)]
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"address=4a1::1", {"Content-Type": f"{FORM}; charset=bogus"}, 400),
+        (b"garbage", {"Content-Type": FORM, "Content-Encoding": "gzip"}, 400),
+        (b"address=\xff\xfe", {"Content-Type": FORM}, 400),
+        (b"--b\r\nnot a part", {"Content-Type": "multipart/form-data; boundary=b"}, 400),
+        (b'{"address": "4a1::1"}', {"Content-Type": "application/json"}, 400),
+        (b"address=" + b"4" * 20_000, {"Content-Type": FORM}, 413),
+    ],
+)
+async def test_bodies_that_are_not_our_forms_get_a_page_not_a_traceback(
+    app_client: TestClient, node: FakeNode, body: bytes, headers: dict[str, str], status: int
+) -> None:
+    async with app_client.post("/login", data=body, headers=headers) as response:
+        html = await response.text()
+    assert response.status == status
+    assert "<h1>" in html
+    assert "Traceback" not in html
+    assert node.received == []
+
+
+async def test_a_cross_site_post_is_refused_even_with_the_token(
+    browser: Browser, node: FakeNode
+) -> None:
+    await browser.get("/")
+    async with browser.client.post(
+        "/login",
+        data={"csrf_token": browser.csrf, "address": ADDRESS},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    ) as response:
+        assert response.status == 403
+    assert node.received == []
+
+
+async def test_a_forged_logout_leaves_the_session_alone(
+    browser: Browser, node: FakeNode, store: Store
+) -> None:
+    await log_in_with_code(browser, node)
+    forged = await browser.post("/logout", {"csrf_token": "forged"}, csrf=False)
+    assert forged.status == 403
+    assert await rows(store, "SELECT COUNT(*) FROM web_sessions") == [(1,)]
+    assert (await browser.client.get("/account")).status == 200
+
+
+async def test_a_database_that_cannot_answer_gives_a_503_page(
+    app_client: TestClient, store: Store, node: FakeNode
+) -> None:
+    browser = Browser(app_client)
+    await browser.get("/")
+    await store.close()
+    answer = await browser.ask_for_code(ADDRESS)
+    assert answer.status == 503
+    assert "nothing was changed" in answer.html
+    assert node.received == []
+
+
+@pytest.mark.parametrize(
+    ("client", "bucket"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),  # the same line: one bucket
+        ("unknown", "unknown"),
+    ],
+)
+def test_clients_are_limited_per_ipv4_address_or_ipv6_line(client: str, bucket: str) -> None:
+    assert client_bucket(client) == bucket

@@ -9,6 +9,7 @@ import pytest
 
 from hero_onboarding.mycelium.address import address_of
 from hero_onboarding.mycelium.proof import (
+    ProofError,
     load_or_create_key,
     parse_proof,
     proof_holds,
@@ -31,15 +32,17 @@ def test_the_printed_proof_passes_the_servers_check(tmp_path, key_file) -> None:
     server_key = load_or_create_key(tmp_path / "server" / "login_key")
     server_public = public_key_of(server_key).hex()
     result = run_cli(
-        "login-proof", "--key", str(key_file), "--challenge", "c0ffee",
+        "login-proof", "--key", str(key_file), "--challenge", "c0ffee@pay.example",
         "--server-key", server_public, env={},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     public_key, mac = parse_proof(result.stdout.strip())
     assert address_of(public_key) == "430:9364:d8d8:84a9:dd60:de78:c767:d361"
-    assert proof_holds(server_key, public_key, "c0ffee", mac)
-    assert not proof_holds(server_key, public_key, "c0ffef", mac)
-    assert result.stderr == "key of 430:9364:d8d8:84a9:dd60:de78:c767:d361\n"
+    assert proof_holds(server_key, public_key, "c0ffee@pay.example", mac)
+    assert not proof_holds(server_key, public_key, "c0ffee@phish.example", mac)
+    assert result.stderr.startswith(
+        "proving 430:9364:d8d8:84a9:dd60:de78:c767:d361 to pay.example;"
+    )
     assert USER_KEY.hex() not in result.stdout + result.stderr
 
 
@@ -49,6 +52,10 @@ def test_the_server_key_is_made_once_and_kept_private(tmp_path) -> None:
     assert load_or_create_key(path) == first
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert len(first) == 32
+    assert sorted(p.name for p in path.parent.iterdir()) == ["login_key"]  # no temp file left
+    path.chmod(0o644)
+    with pytest.raises(ProofError, match="can be read by other users; run: chmod 600"):
+        load_or_create_key(path)
 
 
 @pytest.mark.parametrize(
@@ -75,3 +82,11 @@ def test_a_key_file_of_the_wrong_size_is_refused(tmp_path) -> None:
     )
     assert result.returncode == 2
     assert "31 bytes; a Mycelium key file holds exactly 32" in result.stderr
+
+
+def test_a_low_order_server_key_is_refused(key_file) -> None:
+    result = run_cli(
+        "login-proof", "--key", str(key_file), "--challenge", "c", "--server-key", "00" * 32, env={}
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"{E}--server-key: that is not a usable public key\n"

@@ -47,5 +47,15 @@ def login_proof_command(key_path: Path, challenge: str, server_key: str) -> None
         raise ConfigError(f"--key: {path} cannot be read (permission denied)") from None
     except (OSError, ProofError) as exc:
         raise ConfigError(f"--key: {exc}") from None
-    click.echo(f"key of {address_of(public_key_of(private_key))}", err=True)
-    click.echo(make_proof(private_key, server_public, challenge.strip()))
+    challenge = challenge.strip()
+    try:
+        proof = make_proof(private_key, server_public, challenge)
+    except ValueError:  # a low-order point: no shared secret exists
+        raise ConfigError("--server-key: that is not a usable public key") from None
+    site = challenge.rpartition("@")[2] if "@" in challenge else "an unnamed site"
+    click.echo(
+        f"proving {address_of(public_key_of(private_key))} to {site}; paste the next line "
+        "only into that site's login page",
+        err=True,
+    )
+    click.echo(proof)

@@ -15,12 +15,13 @@ from aiohttp import web
 
 from ..config import Settings
 from ..mycelium.messages import MessageSender
+from ..mycelium.proof import public_key_of
 from ..payments.base import WebhookParser
 from ..store import Store, deliveries, logins, web_sessions
 from . import login
-from .guards import csrf_middleware
+from .guards import csrf_middleware, page_errors_middleware
 from .health import health, ready
-from .keys import CLOCK, LOGIN_KEY, MESSENGER, SETTINGS, STORE, STRIPE
+from .keys import CLOCK, LOGIN_KEY, LOGIN_PUBLIC_KEY, MESSENGER, SETTINGS, STORE, STRIPE
 from .pages import setup_pages
 from .webhooks import stripe_webhook
 
@@ -46,13 +47,17 @@ def create_app(
     `messenger` carries login codes (a Mycelium node, or the sandbox outbox); `login_key` is
     the server's x25519 private key for key proofs.
     """
-    app = web.Application(client_max_size=settings.webhook_max_bytes, middlewares=[csrf_middleware])
+    app = web.Application(
+        client_max_size=settings.webhook_max_bytes,
+        middlewares=[page_errors_middleware, csrf_middleware],
+    )
     app[SETTINGS] = settings
     app[STORE] = store
     app[STRIPE] = stripe_webhooks
     app[CLOCK] = clock
     app[MESSENGER] = messenger
     app[LOGIN_KEY] = login_key
+    app[LOGIN_PUBLIC_KEY] = public_key_of(login_key).hex()
     setup_pages(app)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)

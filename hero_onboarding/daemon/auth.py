@@ -2,8 +2,9 @@
 
 A session cookie holds a random token; the database holds only its SHA-256, with the user's sid,
 a per-session CSRF token and an expiry. Before login, forms carry a double-submit token instead:
-a random `hero_csrf` cookie that the form must echo (guards.py checks both). Cookies are
-HttpOnly, SameSite=Lax, and Secure when the public URL is https.
+a random CSRF cookie that the form must echo (guards.py checks both). Cookies are HttpOnly and
+SameSite=Lax; behind https they are also Secure and carry the `__Host-` prefix, so no other
+host (a sibling subdomain, say) can plant one for us.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 from functools import partial
 from typing import Final
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -24,6 +26,7 @@ from .keys import CLOCK, SETTINGS, STORE
 SESSION_COOKIE: Final = "hero_session"
 CSRF_COOKIE: Final = "hero_csrf"
 CSRF_FIELD: Final = "csrf_token"
+_HOST_ONLY: Final = "__Host-"
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,27 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def is_https(settings: Settings) -> bool:
+    return urlsplit(settings.public_url).scheme.lower() == "https"
+
+
+def cookie_name(settings: Settings, name: str) -> str:
+    """`hero_session`, or `__Host-hero_session` behind https (Secure, host-only, path /)."""
+    return _HOST_ONLY + name if is_https(settings) else name
+
+
+def session_token_of(request: web.Request) -> str | None:
+    return request.cookies.get(cookie_name(request.app[SETTINGS], SESSION_COOKIE)) or None
+
+
 async def visitor_of(request: web.Request) -> Visitor:
     """Looked up once per request: the session behind the cookie, if it is still live."""
     known = request.get(VISITOR)
     if known is not None:
         return known
+    settings = request.app[SETTINGS]
     user = None
-    token = request.cookies.get(SESSION_COOKIE)
+    token = session_token_of(request)
     if token:
         now = int(request.app[CLOCK]())
         user = await request.app[STORE].read(
@@ -56,7 +73,7 @@ async def visitor_of(request: web.Request) -> Visitor:
         )
     if user is not None:
         visitor = Visitor(user, user.csrf_token)
-    elif cookie := request.cookies.get(CSRF_COOKIE):
+    elif cookie := request.cookies.get(cookie_name(settings, CSRF_COOKIE)):
         visitor = Visitor(None, cookie)
     else:
         visitor = Visitor(None, secrets.token_urlsafe(24), token_is_new=True)
@@ -64,34 +81,35 @@ async def visitor_of(request: web.Request) -> Visitor:
     return visitor
 
 
-def _cookie_options(settings: Settings) -> dict[str, object]:
-    return {
-        "httponly": True,
-        "samesite": "Lax",
-        "secure": settings.public_url.startswith("https://"),
-        "path": "/",
-    }
+def _set(
+    settings: Settings, response: web.StreamResponse, name: str, value: str, **extra: int
+) -> None:
+    response.set_cookie(
+        cookie_name(settings, name),
+        value,
+        httponly=True,
+        samesite="Lax",
+        secure=is_https(settings),
+        path="/",
+        **extra,
+    )
 
 
 def with_csrf_cookie(request: web.Request, response: web.StreamResponse, visitor: Visitor) -> None:
     if visitor.token_is_new:
-        response.set_cookie(
-            CSRF_COOKIE, visitor.csrf_token, **_cookie_options(request.app[SETTINGS])
-        )
+        _set(request.app[SETTINGS], response, CSRF_COOKIE, visitor.csrf_token)
 
 
 def start_session(request: web.Request, response: web.StreamResponse, token: str) -> None:
     """Hand the browser the session token whose hash the login just stored."""
     settings = request.app[SETTINGS]
-    response.set_cookie(
-        SESSION_COOKIE, token, max_age=settings.session_ttl_s, **_cookie_options(settings)
-    )
-    response.del_cookie(CSRF_COOKIE, path="/")
+    _set(settings, response, SESSION_COOKIE, token, max_age=settings.session_ttl_s)
+    response.del_cookie(cookie_name(settings, CSRF_COOKIE), path="/")
 
 
 async def end_session(request: web.Request, response: web.StreamResponse) -> None:
     """Forget the session server-side (the cookie is then worthless anywhere) and clear it."""
-    token = request.cookies.get(SESSION_COOKIE)
+    token = session_token_of(request)
     if token:
         await request.app[STORE].write(partial(web_sessions.delete, token_hash=token_hash(token)))
-    response.del_cookie(SESSION_COOKIE, path="/")
+    response.del_cookie(cookie_name(request.app[SETTINGS], SESSION_COOKIE), path="/")

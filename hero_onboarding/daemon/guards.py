@@ -1,35 +1,88 @@
-"""Guards in front of handlers: CSRF on every form, and `authenticated` for user-only routes."""
+"""Guards in front of page handlers: failures as pages, CSRF on every form, `authenticated`.
+
+Webhook routes are left alone: they are signed by their sender and answer in their own terms.
+"""
 
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Final
 
+import apsw
 from aiohttp import web
 
+from ..serving import FORM_READ_ERRORS
+from ..store import StoreError
 from ..store.web_sessions import WebSession
 from .auth import CSRF_FIELD, VISITOR, visitor_of
 from .pages import message_page
 
-CSRF_EXEMPT_PREFIXES: Final = ("/webhooks/",)  # signed by their sender instead
+log = logging.getLogger(__name__)
+
+UNGUARDED_PREFIXES: Final = ("/webhooks/",)
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+FORM_TYPE: Final = "application/x-www-form-urlencoded"
+FORM_MAX_BYTES: Final = 16 * 1024  # our forms hold a few short fields
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
-async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method != "POST" or request.path.startswith(CSRF_EXEMPT_PREFIXES):
+async def page_errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A database that cannot answer is a 503 page; our own bug a 500 page, never a traceback."""
+    if request.path.startswith(UNGUARDED_PREFIXES):
         return await handler(request)
-    visitor = await visitor_of(request)
     try:
-        form = await request.post()
-        sent = form.get(CSRF_FIELD)
-    except ValueError:  # not a form we can read: no token either
-        sent = None
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except (StoreError, TimeoutError, apsw.Error) as exc:
+        log.error("%s %s: the database did not answer: %s", request.method, request.path, exc)
+        return await message_page(
+            request,
+            503,
+            "Temporarily unavailable",
+            "We could not reach our records just now; nothing was changed. Try again shortly.",
+        )
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return await message_page(
+            request, 500, "Something went wrong", "That did not work, and it is our fault."
+        )
+
+
+@web.middleware
+async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every state-changing request must come from one of our forms, with its token."""
+    if request.method in SAFE_METHODS or request.path.startswith(UNGUARDED_PREFIXES):
+        return await handler(request)
+    if (request.content_length or 0) > FORM_MAX_BYTES:
+        return await message_page(
+            request, 413, "Too much", "That form sent far more than our forms ever hold."
+        )
+    form = None
+    if request.content_type == FORM_TYPE:
+        try:
+            form = await request.post()
+        except FORM_READ_ERRORS:
+            form = None
+    if form is None:
+        return await message_page(
+            request,
+            400,
+            "That form could not be read",
+            "The browser sent something that is not one of our forms. Reload the page and try "
+            "again.",
+        )
+    visitor = await visitor_of(request)
+    sent = form.get(CSRF_FIELD)
+    cross_site = request.headers.get("Sec-Fetch-Site") == "cross-site"
     if (
-        visitor.token_is_new
+        cross_site
+        or visitor.token_is_new
         or not isinstance(sent, str)
         or not hmac.compare_digest(sent.encode(), visitor.csrf_token.encode())
     ):
@@ -50,7 +103,7 @@ def authenticated(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         visitor = await visitor_of(request)
         if visitor.user is None:
-            if request.method == "GET":
+            if request.method in SAFE_METHODS:
                 raise web.HTTPSeeOther("/")
             return await message_page(
                 request, 401, "Please log in", "Your session has ended. Log in again to go on."

@@ -17,3 +17,4 @@ STRIPE = web.AppKey("stripe", WebhookParser)
 CLOCK = web.AppKey("clock", Callable[[], float])
 MESSENGER = web.AppKey("messenger", MessageSender)
 LOGIN_KEY = web.AppKey("login_key", bytes)  # the server's x25519 private key for key proofs
+LOGIN_PUBLIC_KEY = web.AppKey("login_public_key", str)  # its public half, hex, for the pages

@@ -1,104 +1,80 @@
-"""Logging in with a Mycelium address: a code through the node, or a proof with the node's key.
+"""The login pages: ask for a code, answer with the code or a key proof, log out.
 
-POST /login sends a one-time code to the address (through the local node, or the sandbox
-outbox) and records a challenge; POST /login/verify takes the code, or a key proof over the
-challenge's nonce, and opens a session. Each answer is checked inside one write transaction, so
-wrong tries are counted strictly (at most MAX_WRONG_TRIES, however many arrive at once) and a
-right answer logs in exactly once.
+POST /login opens a challenge (challenges.py) and sends its code to the address, through the
+local Mycelium node or the sandbox outbox. When no code can go (the node is down, or the address
+had too many codes this hour) the challenge stays open for the key proof alone, so the owner of
+an address is never locked out by a stranger or by our node. POST /login/verify answers it and
+opens a session.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import logging
 import secrets
-from dataclasses import dataclass
-from enum import StrEnum
 from functools import partial
 from typing import Final
+from urllib.parse import urlsplit
 
-import apsw
 from aiohttp import web
 
 from ..money import format_amount
-from ..mycelium.address import AddressError, address_of, parse_address
-from ..mycelium.messages import NodeRefused, NodeUnavailable, SandboxOutbox
-from ..mycelium.proof import ProofError, parse_proof, proof_holds, public_key_of
-from ..store import balances, logins, users, web_sessions
+from ..mycelium.address import AddressError, parse_address
+from ..mycelium.messages import NodeError, NodeUnavailable, SandboxOutbox
+from ..store import balances, logins
 from ..store.logins import Challenge
-from .auth import SESSION_COOKIE, end_session, start_session, token_hash, visitor_of
+from .auth import end_session, session_token_of, start_session, token_hash, visitor_of
+from .challenges import (
+    TOPIC,
+    Answer,
+    Verdict,
+    answer_challenge,
+    client_bucket,
+    open_challenge,
+    shown_code,
+)
 from .guards import authenticated, current_user
-from .keys import CLOCK, LOGIN_KEY, MESSENGER, SETTINGS, STORE
+from .keys import CLOCK, LOGIN_KEY, LOGIN_PUBLIC_KEY, MESSENGER, SETTINGS, STORE
 from .pages import message_page, render
 
 log = logging.getLogger(__name__)
 
-TOPIC: Final = "hero_onboarding.login"
-RATE_WINDOW_S: Final = 3600
-CODE_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
-CODE_LENGTH: Final = 10  # 50 bits
 MAX_FIELD: Final = 200
+NO_CODE_SENT: Final = (
+    "Too many codes went to this address in the last hour, so none was sent this time. Prove "
+    "it with your node's key below, or try again later."
+)
 
 routes = web.RouteTableDef()
 
 
-class Answer(StrEnum):
-    ACCEPTED = "accepted"
-    WRONG = "wrong"
-    DEAD = "dead"  # used, expired, or out of tries
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    answer: Answer
-    challenge: Challenge | None = None
-    tries_left: int = 0
-    reason: str = ""
-
-
 def client_address(request: web.Request) -> str:
-    """Who is asking, for rate limits: the TCP peer, or what our reverse proxy says it saw.
+    """Who is asking: the TCP peer, or, from a reverse proxy on this host, what it saw.
 
-    With X-Forwarded-For only the last entry is trusted: it is the one our proxy added; the
-    ones before it are whatever the client sent.
+    The header is believed only from a loopback peer (the proxy); with X-Forwarded-For only its
+    last entry, the one the proxy added; the ones before it are whatever the client sent.
     """
+    peer = request.remote or "unknown"
     header = request.app[SETTINGS].client_ip_header
-    if header:
+    if header and _is_loopback(peer):
         forwarded = request.headers.get(header, "").split(",")[-1].strip()
         try:
             return str(ipaddress.ip_address(forwarded))
         except ValueError:
             pass
-    return request.remote or "unknown"
+    return peer
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def see_other(location: str) -> web.Response:
-    """A 303 that can carry cookies (raising HTTPSeeOther cannot, once it is raised)."""
+    """A 303 that can carry cookies (a raised HTTPSeeOther cannot)."""
     return web.Response(status=303, headers={"Location": location})
-
-
-def new_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-
-
-def shown_code(code: str) -> str:
-    return f"{code[:5]}-{code[5:]}"
-
-
-def normalised_code(typed: str) -> str:
-    """What a person typed, read as Crockford base32 would read it."""
-    cleaned = "".join(ch for ch in typed.upper() if ch not in " -")
-    return cleaned.translate(str.maketrans("ILO", "110"))
-
-
-def code_hash(challenge_id: str, code: str) -> str:
-    return hashlib.sha256(f"{challenge_id}:{code}".encode()).hexdigest()
-
-
-# -- pages ------------------------------------------------------------------------------------
 
 
 @routes.get("/")
@@ -123,73 +99,61 @@ async def send_code(request: web.Request) -> web.Response:
     except AddressError as exc:
         return await render(request, "login.html", 400, address=typed, error=str(exc))
 
-    now = int(request.app[CLOCK]())
-    client_ip = client_address(request)
-    since = now - RATE_WINDOW_S
-    sent_to_address = await store.read(partial(logins.count_since, since=since, address=address))
-    sent_from_ip = await store.read(partial(logins.count_since, since=since, client_ip=client_ip))
-    if (
-        sent_to_address >= settings.login_max_per_address
-        or sent_from_ip >= settings.login_max_per_ip
-    ):
+    opened = await store.write(
+        partial(
+            open_challenge,
+            address=address,
+            client=client_bucket(client_address(request)),
+            site=urlsplit(settings.public_url).netloc.lower(),
+            now=int(request.app[CLOCK]()),
+            ttl_s=settings.login_code_ttl_s,
+            max_codes_per_address=settings.login_max_per_address,
+            max_per_client=settings.login_max_per_ip,
+        )
+    )
+    if opened.challenge is None:
         response = await message_page(
             request,
             429,
-            "Too many login codes",
-            "Too many codes were asked for recently. Wait an hour, or use a code you already have.",
+            "Too many logins",
+            "Too many logins were started from your network recently. Wait a while and try "
+            "again, or use a code you already have.",
         )
-        response.headers["Retry-After"] = str(RATE_WINDOW_S)
+        response.headers["Retry-After"] = str(opened.retry_after_s)
         return response
-
-    code = new_code()
-    challenge_id = secrets.token_urlsafe(18)
-    challenge = Challenge(
-        id=challenge_id,
-        mycelium_address=address,
-        code_hash=code_hash(challenge_id, code),
-        nonce=secrets.token_hex(16),
-        client_ip=client_ip,
-        attempts=0,
-        created_at=now,
-        expires_at=now + settings.login_code_ttl_s,
-    )
-    minutes = settings.login_code_ttl_s // 60
-    text = (
-        f"Your Hero onboarding login code is {shown_code(code)}. It is valid for {minutes} "
-        f"minutes at {settings.public_url}. If you did not ask for it, ignore this message."
-    )
-    try:
-        await request.app[MESSENGER].send(address, TOPIC, text.encode())
-    except NodeUnavailable:
-        log.warning(
-            "login code for %s not sent: no Mycelium node at %s", address, settings.mycelium_api_url
+    challenge = opened.challenge
+    if opened.code is not None:
+        minutes = settings.login_code_ttl_s // 60
+        text = (
+            f"Your Hero onboarding login code is {shown_code(opened.code)}. It is valid for "
+            f"{minutes} minutes at {settings.public_url}. If you did not ask for it, ignore "
+            "this message."
         )
-        return await message_page(
-            request,
-            503,
-            "Mycelium node unreachable",
-            "We could not reach our Mycelium node to send your code, so nothing was sent. "
-            "Try again in a few minutes.",
-        )
-    except NodeRefused as exc:
-        log.warning("login code for %s not sent: %s", address, exc)
-        return await message_page(
-            request,
-            502,
-            "Code not sent",
-            "Our Mycelium node would not take the message for that address, so nothing was "
-            "sent. Check the address and try again.",
-        )
-    await store.write(partial(logins.insert, challenge=challenge))
+        try:
+            await request.app[MESSENGER].send(address, TOPIC, text.encode())
+        except NodeError as exc:
+            await store.write(partial(logins.drop_code, challenge_id=challenge.id))
+            log.warning("login code for %s not sent: %s", address, exc)
+            unreachable = isinstance(exc, NodeUnavailable)
+            notice = (
+                "We could not reach our Mycelium node, so no code was sent. You can still "
+                "prove control with your node's key below."
+                if unreachable
+                else "Our Mycelium node would not take a message for that address, so no code "
+                "was sent. Check the address, or prove control with your node's key below."
+            )
+            refreshed = await store.read(partial(logins.get, challenge_id=challenge.id))
+            assert refreshed is not None
+            return await _verify_form(
+                request, refreshed, notice=notice, status=503 if unreachable else 502
+            )
     raise web.HTTPSeeOther(f"/login/verify?challenge={challenge.id}")
 
 
 @routes.get("/login/verify")
 async def verify_page(request: web.Request) -> web.Response:
-    challenge_id = request.query.get("challenge", "")[:MAX_FIELD]
-    challenge = await request.app[STORE].read(partial(logins.get, challenge_id=challenge_id))
-    now = int(request.app[CLOCK]())
-    if challenge is None or not _live(challenge, now):
+    challenge = await _live_challenge(request, request.query.get("challenge", ""))
+    if challenge is None:
         return await _dead_challenge_page(request)
     return await _verify_form(request, challenge)
 
@@ -201,19 +165,20 @@ async def verify(request: web.Request) -> web.StreamResponse:
     code = str(form.get("code", ""))[:MAX_FIELD].strip()
     proof = str(form.get("proof", ""))[:MAX_FIELD].strip()
     if not code and not proof:
-        challenge = await request.app[STORE].read(partial(logins.get, challenge_id=challenge_id))
-        if challenge is None or not _live(challenge, int(request.app[CLOCK]())):
+        challenge = await _live_challenge(request, challenge_id)
+        if challenge is None:
             return await _dead_challenge_page(request)
         return await _verify_form(
-            request, challenge, "Enter the code from the message, or a key proof.", 400
+            request, challenge, error="Enter the code from the message, or a key proof.", status=400
         )
 
     settings = request.app[SETTINGS]
     now = int(request.app[CLOCK]())
     session_token = secrets.token_urlsafe(32)
+    previous = session_token_of(request)
     verdict: Verdict = await request.app[STORE].write(
         partial(
-            _answer,
+            answer_challenge,
             challenge_id=challenge_id,
             code=code,
             proof=proof,
@@ -222,27 +187,22 @@ async def verify(request: web.Request) -> web.StreamResponse:
             now=now,
             session_token_hash=token_hash(session_token),
             session_expires_at=now + settings.session_ttl_s,
-            previous_token_hash=_previous_token_hash(request),
+            previous_token_hash=token_hash(previous) if previous else None,
         )
     )
     if verdict.answer is Answer.ACCEPTED:
         assert verdict.challenge is not None
-        log.info("login: %s (%s)", verdict.challenge.mycelium_address, verdict.reason)
+        log.info("login: %s by %s", verdict.challenge.mycelium_address, verdict.reason)
         response = see_other("/")
         start_session(request, response, session_token)
         return response
-    if verdict.answer is Answer.WRONG and verdict.challenge is not None:
+    if verdict.answer is Answer.WRONG:
+        assert verdict.challenge is not None
+        left = "1 try left." if verdict.tries_left == 1 else f"{verdict.tries_left} tries left."
         return await _verify_form(
-            request,
-            verdict.challenge,
-            f"{verdict.reason}. {_tries_text(verdict.tries_left)}",
-            400,
+            request, verdict.challenge, error=f"{verdict.reason}. {left}", status=400
         )
-    if verdict.answer is Answer.DEAD and verdict.reason:
-        return await message_page(
-            request, 410, "This login has ended", f"{verdict.reason} Ask for a new code."
-        )
-    return await _dead_challenge_page(request)
+    return await _dead_challenge_page(request, verdict.reason or None)
 
 
 @routes.post("/logout")
@@ -258,12 +218,10 @@ async def sandbox_outbox(request: web.Request) -> web.Response:
     outbox = request.app[MESSENGER]
     if request.app[SETTINGS].mode != "sandbox" or not isinstance(outbox, SandboxOutbox):
         raise web.HTTPNotFound()
-    address = None
-    if typed := request.query.get("address", ""):
-        try:
-            address = parse_address(typed)
-        except AddressError:
-            address = None
+    try:
+        address = parse_address(request.query.get("address", "")[:MAX_FIELD])
+    except AddressError:
+        address = None
     return await render(request, "outbox.html", messages=outbox.messages(address), address=address)
 
 
@@ -275,106 +233,45 @@ async def account(request: web.Request) -> web.Response:
     return web.json_response({"sid": user.sid, "mycelium_address": user.mycelium_address})
 
 
-# -- checking an answer, inside one write transaction --------------------------------------------
-
-
-def _answer(
-    conn: apsw.Connection,
-    *,
-    challenge_id: str,
-    code: str,
-    proof: str,
-    server_key: bytes,
-    currency: str,
-    now: int,
-    session_token_hash: str,
-    session_expires_at: int,
-    previous_token_hash: str | None,
-) -> Verdict:
-    challenge = logins.get(conn, challenge_id)
-    if challenge is None:
-        return Verdict(Answer.UNKNOWN)
-    if challenge.used_at is not None:
-        return Verdict(Answer.DEAD, challenge, reason="This login code was already used.")
-    if now >= challenge.expires_at:
-        return Verdict(Answer.DEAD, challenge, reason="This login code has expired.")
-    if challenge.tries_left() == 0:
-        return Verdict(Answer.DEAD, challenge, reason="There were too many wrong tries.")
-    if code:
-        right = hmac.compare_digest(
-            code_hash(challenge.id, normalised_code(code)), challenge.code_hash
-        )
-        how, wrong = "code", "That code is not right"
-    else:
-        right, wrong = _proof_right(challenge, proof, server_key)
-        how = "key proof"
-    if not right:
-        logins.add_wrong_try(conn, challenge.id)
-        left = challenge.tries_left() - 1
-        if left == 0:
-            return Verdict(Answer.DEAD, challenge, reason=f"{wrong}, and that was the last try.")
-        return Verdict(Answer.WRONG, challenge, tries_left=left, reason=wrong)
-    if not logins.consume(conn, challenge.id, now=now):
-        return Verdict(Answer.DEAD, challenge, reason="This login code was already used.")
-    user = users.register(conn, challenge.mycelium_address, currency=currency, now=now)
-    if previous_token_hash is not None:  # a new login replaces the browser's old session
-        web_sessions.delete(conn, previous_token_hash)
-    web_sessions.insert(
-        conn,
-        token_hash=session_token_hash,
-        sid=user.sid,
-        csrf_token=secrets.token_urlsafe(24),
-        now=now,
-        expires_at=session_expires_at,
+async def _live_challenge(request: web.Request, challenge_id: str) -> Challenge | None:
+    challenge = await request.app[STORE].read(
+        partial(logins.get, challenge_id=challenge_id[:MAX_FIELD])
     )
-    return Verdict(Answer.ACCEPTED, challenge, reason=how)
-
-
-def _proof_right(challenge: Challenge, proof: str, server_key: bytes) -> tuple[bool, str]:
-    try:
-        public_key, mac = parse_proof(proof)
-    except ProofError as exc:
-        return False, f"That proof cannot be read: {exc}"
-    if address_of(public_key) != challenge.mycelium_address:
-        return False, "That key belongs to another Mycelium address"
-    if not proof_holds(server_key, public_key, challenge.nonce, mac):
-        return False, "That proof does not match this login's challenge"
-    return True, ""
-
-
-def _previous_token_hash(request: web.Request) -> str | None:
-    token = request.cookies.get(SESSION_COOKIE)
-    return token_hash(token) if token else None
-
-
-def _live(challenge: Challenge, now: int) -> bool:
-    return challenge.used_at is None and now < challenge.expires_at and challenge.tries_left() > 0
-
-
-def _tries_text(left: int) -> str:
-    return "1 try left." if left == 1 else f"{left} tries left."
+    if challenge is None or not challenge.is_live(int(request.app[CLOCK]())):
+        return None
+    return challenge
 
 
 async def _verify_form(
-    request: web.Request, challenge: Challenge, error: str | None = None, status: int = 200
+    request: web.Request,
+    challenge: Challenge,
+    *,
+    error: str | None = None,
+    notice: str | None = None,
+    status: int = 200,
 ) -> web.Response:
     settings = request.app[SETTINGS]
+    if notice is None and challenge.code_hash is None:
+        notice = NO_CODE_SENT
     return await render(
         request,
         "verify.html",
         status,
         challenge=challenge,
+        code_sent=challenge.code_hash is not None,
         topic=TOPIC,
         minutes=settings.login_code_ttl_s // 60,
-        server_key=public_key_of(request.app[LOGIN_KEY]).hex(),
+        server_key=request.app[LOGIN_PUBLIC_KEY],
         error=error,
+        notice=notice,
     )
 
 
-async def _dead_challenge_page(request: web.Request) -> web.Response:
+async def _dead_challenge_page(request: web.Request, reason: str | None = None) -> web.Response:
     return await message_page(
         request,
         410,
         "This login has ended",
-        "This login code has expired, was used, or had too many wrong tries. Ask for a new code.",
+        (reason or "This login has expired, was used, or had too many wrong tries.")
+        + " Ask for a new code.",
     )

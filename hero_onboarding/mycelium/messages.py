@@ -8,9 +8,7 @@ minutes on its own). Anything else means the message did not leave.
 from __future__ import annotations
 
 import base64
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -69,19 +67,17 @@ class OutboxMessage:
     address: str
     topic: str
     text: str
-    at: float
 
 
 class SandboxOutbox:
     """Sandbox mode's stand-in for a node: keeps the last messages for a page to show."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self) -> None:
         self._messages: deque[OutboxMessage] = deque(maxlen=OUTBOX_SIZE)
-        self._clock = clock
 
     async def send(self, address: str, topic: str, payload: bytes) -> None:
         text = payload.decode("utf-8", errors="replace")
-        self._messages.appendleft(OutboxMessage(address, topic, text, self._clock()))
+        self._messages.appendleft(OutboxMessage(address, topic, text))
 
     def messages(self, address: str | None = None) -> list[OutboxMessage]:
         """Newest first; only those to `address` when one is given."""

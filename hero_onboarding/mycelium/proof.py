@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -21,6 +22,7 @@ from .address import parse_public_key
 
 KEY_BYTES: Final = 32
 MAC_BYTES: Final = 32
+FIELD_PRIME: Final = 2**255 - 19
 
 
 class ProofError(ValueError):
@@ -61,6 +63,9 @@ def parse_proof(text: str) -> tuple[bytes, bytes]:
         ) from None
     if len(mac) != MAC_BYTES:
         raise ProofError("the proof part is 64 hexadecimal characters")
+    if int.from_bytes(public_key, "little") >= FIELD_PRIME:
+        # X25519 ignores the top bit, so such a key would stand for another one's address too.
+        raise ProofError("that public key is not in canonical form")
     return public_key, mac
 
 
@@ -84,23 +89,42 @@ def read_private_key(path: Path) -> bytes:
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """The server's own x25519 private key, made once (0600) and kept; blocking file I/O."""
+    """The server's own x25519 private key, made once (0600) and kept; blocking file I/O.
+
+    It appears whole or not at all (written to a temporary file, then linked into place), so a
+    crash can never leave an empty key behind; a key others can read is refused, not used.
+    """
     try:
-        return read_private_key(path)
+        key = read_private_key(path)
     except FileNotFoundError:
-        pass
+        return _create_key(path)
+    if path.stat().st_mode & 0o077:
+        raise ProofError(f"{path} can be read by other users; run: chmod 600 {path}")
+    return key
+
+
+def _create_key(path: Path) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = X25519PrivateKey.generate().private_bytes(
         serialization.Encoding.Raw,
         serialization.PrivateFormat.Raw,
         serialization.NoEncryption(),
     )
+    fd, temp_name = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)  # 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return read_private_key(path)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key)
-        handle.flush()
-        os.fsync(handle.fileno())
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp_name, path)
+        except FileExistsError:  # another process made it first: use theirs
+            return read_private_key(path)
+    finally:
+        os.unlink(temp_name)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     return key

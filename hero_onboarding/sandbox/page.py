@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import Any, Final
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from ..money import format_amount
+from ..serving import FORM_READ_ERRORS
 from . import cards
 from .buyer import PageError, PaymentForm, PayResult
 from .engine import amount_text
@@ -103,7 +103,7 @@ async def _form_fields(request: web.Request) -> dict[str, str]:
     """The posted fields as short strings; a body that is not a readable form is a 400 page."""
     try:
         posted = await request.post()
-    except (ValueError, LookupError, HttpProcessingError):  # bad charset, UTF-8 or multipart
+    except FORM_READ_ERRORS:
         raise web.HTTPBadRequest(
             text="The payment form could not be read; reload the page and try again."
         ) from None

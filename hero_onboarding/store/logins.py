@@ -1,8 +1,9 @@
-"""login_challenges: one row per code sent (and nonce offered) to a Mycelium address.
+"""login_challenges: one row per login attempt on an address (a code sent, a nonce offered).
 
-A challenge dies when it is used, when it expires, or after MAX_WRONG_TRIES wrong answers;
+A challenge dies when it is used, when it expires, or after MAX_WRONG_TRIES wrong answers.
 `consume` is the one guarded UPDATE that turns a live challenge into a login, so two requests
-racing with the right code cannot both log in.
+racing with the right answer cannot both log in. A challenge whose code could not be sent (or
+was over the address's limit) keeps a NULL code_hash: only the key proof can answer it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ MAX_WRONG_TRIES: Final = 5
 class Challenge:
     id: str
     mycelium_address: str
-    code_hash: str
+    code_hash: str | None
     nonce: str
     client_ip: str
     attempts: int
@@ -29,6 +30,20 @@ class Challenge:
 
     def tries_left(self) -> int:
         return max(0, MAX_WRONG_TRIES - self.attempts)
+
+    def is_live(self, now: int) -> bool:
+        """The same rule `consume` enforces in SQL."""
+        return self.used_at is None and now < self.expires_at and self.tries_left() > 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecentCounts:
+    """Challenges since a time: codes sent to one address, and all from one client bucket."""
+
+    codes_to_address: int
+    from_client: int
+    oldest_code_to_address: int | None
+    oldest_from_client: int | None
 
 
 _COLUMNS = (
@@ -60,18 +75,23 @@ def get(conn: apsw.Connection, challenge_id: str) -> Challenge | None:
     return Challenge(*row) if row else None
 
 
-def count_since(conn: apsw.Connection, *, since: int, address: str | None = None,
-                client_ip: str | None = None) -> int:  # fmt: skip
-    """Challenges created since `since` for an address, or from a client IP (rate limits)."""
-    if address is not None:
-        query, key = "mycelium_address = ?", address
-    elif client_ip is not None:
-        query, key = "client_ip = ?", client_ip
-    else:
-        raise ValueError("count by address or by client_ip")
-    return conn.execute(
-        f"SELECT COUNT(*) FROM login_challenges WHERE {query} AND created_at >= ?", (key, since)
-    ).get
+def recent_counts(conn: apsw.Connection, *, since: int, address: str, client: str) -> RecentCounts:
+    row = conn.execute(
+        "SELECT"
+        " COUNT(CASE WHEN mycelium_address = ?1 AND code_hash IS NOT NULL THEN 1 END),"
+        " COUNT(CASE WHEN client_ip = ?2 THEN 1 END),"
+        " MIN(CASE WHEN mycelium_address = ?1 AND code_hash IS NOT NULL THEN created_at END),"
+        " MIN(CASE WHEN client_ip = ?2 THEN created_at END)"
+        " FROM login_challenges"
+        " WHERE created_at > ?3 AND (mycelium_address = ?1 OR client_ip = ?2)",
+        (address, client, since),
+    ).fetchone()
+    return RecentCounts(*row)
+
+
+def drop_code(conn: apsw.Connection, challenge_id: str) -> None:
+    """The code never left: it can answer nothing, and it does not count as sent."""
+    conn.execute("UPDATE login_challenges SET code_hash = NULL WHERE id = ?", (challenge_id,))
 
 
 def add_wrong_try(conn: apsw.Connection, challenge_id: str) -> None:

@@ -133,9 +133,9 @@ DROP TABLE login_challenges;
 CREATE TABLE login_challenges (
     id               TEXT PRIMARY KEY,             -- random; the verify form carries it
     mycelium_address TEXT NOT NULL,
-    code_hash        TEXT NOT NULL,                -- sha256 of "<id>:<code>"
+    code_hash        TEXT,                         -- sha256 of "<id>:<code>"; NULL: no code sent
     nonce            TEXT NOT NULL UNIQUE,         -- for the key proof, single use with the row
-    client_ip        TEXT NOT NULL,
+    client_ip        TEXT NOT NULL,                -- the client's rate-limit bucket (IPv6: /64)
     attempts         INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     created_at       INTEGER NOT NULL,
     expires_at       INTEGER NOT NULL CHECK (expires_at > created_at),
