@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -36,26 +37,23 @@ class Browser:
 
     async def get(self, path: str) -> Reply:
         async with self.client.get(path, allow_redirects=False) as response:
-            html = await response.text()
-            found = CSRF.search(html)
-            if found:
-                self.csrf = found.group(1)
-            return Reply(
-                response.status, html, response.headers.get("Location"), dict(response.headers)
-            )
+            return await self._read(response)
 
     async def post(self, path: str, form: dict[str, str], *, csrf: bool = True) -> Reply:
         if csrf and not self.csrf:
             await self.get("/")
         data = {**({"csrf_token": self.csrf} if csrf else {}), **form}
         async with self.client.post(path, data=data, allow_redirects=False) as response:
-            html = await response.text()
-            found = CSRF.search(html)
-            if found:
-                self.csrf = found.group(1)
-            return Reply(
-                response.status, html, response.headers.get("Location"), dict(response.headers)
-            )
+            return await self._read(response)
+
+    async def _read(self, response: ClientResponse) -> Reply:
+        """The page, remembering the CSRF token it carries, as the next form will need it."""
+        html = await response.text()
+        if found := CSRF.search(html):
+            self.csrf = found.group(1)
+        return Reply(
+            response.status, html, response.headers.get("Location"), dict(response.headers)
+        )
 
     async def ask_for_code(self, address: str) -> Reply:
         return await self.post("/login", {"address": address})
