@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+from dataclasses import replace
 from functools import partial
 from typing import Final
 from urllib.parse import urlsplit
@@ -142,10 +143,11 @@ async def send_code(request: web.Request) -> web.Response:
                 else "Our Mycelium node would not take a message for that address, so no code "
                 "was sent. Check the address, or prove control with your node's key below."
             )
-            refreshed = await store.read(partial(logins.get, challenge_id=challenge.id))
-            assert refreshed is not None
             return await _verify_form(
-                request, refreshed, notice=notice, status=503 if unreachable else 502
+                request,
+                replace(challenge, code_hash=None),
+                notice=notice,
+                status=503 if unreachable else 502,
             )
     raise web.HTTPSeeOther(f"/login/verify?challenge={challenge.id}")
 
