@@ -17,6 +17,7 @@ from typing import Any, Final, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX: Final = "HERO_ONBOARDING_"
+ADMIN_SERVICE: Final = "hero_onboarding_admin"
 MODES: Final = ("production", "sandbox")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 # Stripe accepts at most 8 digits for an amount in minor units (USD 999,999.99).
@@ -195,6 +196,11 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "onboarding.db"
+
+    @property
+    def admin_socket_path(self) -> Path:
+        """The admin daemon's socket, per the Hero socket spec."""
+        return self.socket_dir / ADMIN_SERVICE / "rpc.sock"
 
     @property
     def login_key_path(self) -> Path:

@@ -86,8 +86,9 @@ def webhooks() -> StripeWebhooks:
 
 @pytest.fixture
 async def client(
-    aiohttp_client, settings: Settings, store: Store, webhooks: StripeWebhooks
+    settings: Settings, store: Store, webhooks: StripeWebhooks, aiohttp_client
 ) -> TestClient:
+    # aiohttp_client last: its app stops before the store it uses is closed.
     return await aiohttp_client(build_app(settings, store, webhooks))
 
 

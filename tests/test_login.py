@@ -45,7 +45,7 @@ async def node_url(aiohttp_server, node: FakeNode) -> str:
 
 @pytest.fixture
 async def app_client(
-    aiohttp_client, settings, store, webhooks, node_url: str, clock: FakeClock
+    settings, store, webhooks, node_url: str, clock: FakeClock, aiohttp_client
 ) -> AsyncIterator[TestClient]:
     async with aiohttp.ClientSession() as http:
         app = build_app(

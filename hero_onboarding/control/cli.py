@@ -12,6 +12,7 @@ from typing import Any, Final, NoReturn
 import click
 
 from .. import __version__
+from ..admin.server import serve_admin
 from ..config import (
     ConfigError,
     StartupError,
@@ -22,11 +23,13 @@ from ..config import (
     setting_names,
 )
 from ..daemon.server import serve
+from .errors import CommandFailed, NothingToTalkTo
 from .foreground import run_until_signalled
 from .login_proof import login_proof_command
 from .logs import configure_logging
+from .rpc_command import rpc_command
 from .sandbox import sandbox_command
-from .secrets import SecretsError, secrets_from_env
+from .secrets import SECRET_KEY, SecretsError, optional_secret, secrets_from_env
 
 PROG: Final = "hero-onboarding"
 
@@ -86,6 +89,23 @@ cli.add_command(sandbox_command)
 cli.add_command(login_proof_command)
 
 
+@cli.command(epilog=EXIT_CODES_HELP)
+@settings_options
+def admin(**flags: str | None) -> None:
+    """Run the admin daemon (JSON-RPC on a Unix socket) in the foreground.
+
+    Answers on $HERO_SOCKET_DIR/hero_onboarding_admin/rpc.sock (mode 0600). With
+    STRIPE_SANDBOX_SECRET_KEY set, `reconcile` asks Stripe for paid checkouts.
+    """
+    settings = load_settings(os.environ, flags)
+    secret_key = optional_secret(os.environ, SECRET_KEY)
+    configure_logging(settings.log_level, "admin")
+    run_until_signalled(partial(serve_admin, settings, secret_key))
+
+
+cli.add_command(rpc_command)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console-script entry: one line on stderr and a documented exit code for every failure."""
     try:
@@ -98,7 +118,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(EXIT_FAILURE, "aborted")
     except (ConfigError, SecretsError) as exc:
         _fail(EXIT_USAGE, str(exc))
-    except StartupError as exc:
+    except NothingToTalkTo as exc:
+        _fail(EXIT_USAGE, str(exc))
+    except (StartupError, CommandFailed) as exc:
         _fail(EXIT_FAILURE, str(exc))
     except KeyboardInterrupt:
         _fail(EXIT_FAILURE, "interrupted")

@@ -57,7 +57,11 @@ async def page_errors_middleware(request: web.Request, handler: Handler) -> web.
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every state-changing request must come from one of our forms, with its token."""
-    if request.method in SAFE_METHODS or request.path.startswith(UNGUARDED_PREFIXES):
+    if (
+        request.method in SAFE_METHODS
+        or request.path.startswith(UNGUARDED_PREFIXES)
+        or request.match_info.http_exception is not None  # no such route: let it say 404/405
+    ):
         return await handler(request)
     if (request.content_length or 0) > FORM_MAX_BYTES:
         return await message_page(

@@ -62,6 +62,20 @@ class InvalidPayload(ValueError):
     """The webhook is signed but its body is not an event we can read."""
 
 
+class ProviderError(RuntimeError):
+    """The provider could not be asked (down, refused our key); the message is safe to show."""
+
+
+class Reconciler(Protocol):
+    """What reconciliation needs: the payments a provider completed since a time."""
+
+    name: str
+
+    async def paid_since(self, since: int) -> list[ProviderEvent]:
+        """Every completed, paid checkout created at or after `since` (unix seconds)."""
+        ...
+
+
 class WebhookParser(Protocol):
     """The part of a provider the webhook endpoint needs."""
 

@@ -88,3 +88,20 @@ def advance(
         (status.value, status.value, now, checkout_id, provider, *(s.value for s in allowed)),
     )
     return conn.changes() == 1
+
+
+def page(
+    conn: apsw.Connection, *, status: CheckoutStatus | None = None, limit: int, offset: int
+) -> list[CheckoutSession]:
+    """Newest first, optionally of one status."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM checkout_sessions WHERE (?1 IS NULL OR status = ?1)"
+        " ORDER BY created_at DESC, id LIMIT ?2 OFFSET ?3",
+        (status.value if status else None, limit, offset),
+    ).fetchall()
+    return [CheckoutSession(*row[:5], CheckoutStatus(row[5]), *row[6:]) for row in rows]
+
+
+def count_by_status(conn: apsw.Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT status, COUNT(*) FROM checkout_sessions GROUP BY status")
+    return dict(rows.fetchall())

@@ -44,6 +44,28 @@ def recent(conn: apsw.Connection, *, limit: int = 100) -> list[Delivery]:
     return [Delivery(r[0], r[1], bool(r[2]), *r[3:]) for r in rows]
 
 
+def page(
+    conn: apsw.Connection,
+    *,
+    outcome: str | None = None,
+    since: int | None = None,
+    limit: int,
+    offset: int,
+) -> list[Delivery]:
+    """Newest first, filtered by outcome and a start time."""
+    rows = conn.execute(
+        "SELECT received_at, provider, verified, outcome, detail, event_id, type"
+        " FROM webhook_deliveries WHERE (?1 IS NULL OR outcome = ?1)"
+        " AND (?2 IS NULL OR received_at >= ?2) ORDER BY id DESC LIMIT ?3 OFFSET ?4",
+        (outcome, since, limit, offset),
+    ).fetchall()
+    return [Delivery(r[0], r[1], bool(r[2]), *r[3:]) for r in rows]
+
+
+def count(conn: apsw.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM webhook_deliveries").get
+
+
 def prune(conn: apsw.Connection, *, received_before: int, limit: int = 5000) -> int:
     """Drop up to `limit` records older than the retention period; return how many went.
 

@@ -91,6 +91,43 @@ def find(
     return LedgerEntry(row[0], row[1], EntryKind(row[2]), *row[3:])
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedEntry:
+    """A ledger row as stored: the entry, its row id and when it was recorded."""
+
+    id: int
+    entry: LedgerEntry
+    created_at: int
+
+
+def page(
+    conn: apsw.Connection,
+    *,
+    sid: str | None = None,
+    kind: EntryKind | None = None,
+    since: int | None = None,
+    limit: int,
+    offset: int,
+) -> list[RecordedEntry]:
+    """Newest first, filtered by any of sid, kind and a start time."""
+    rows = conn.execute(
+        "SELECT id, sid, provider, kind, external_ref, amount, currency, event_id, checkout_id,"
+        " created_at FROM payment_events"
+        " WHERE (?1 IS NULL OR sid = ?1) AND (?2 IS NULL OR kind = ?2)"
+        " AND (?3 IS NULL OR created_at >= ?3)"
+        " ORDER BY id DESC LIMIT ?4 OFFSET ?5",
+        (sid, kind.value if kind else None, since, limit, offset),
+    ).fetchall()
+    return [
+        RecordedEntry(row[0], LedgerEntry(row[1], row[2], EntryKind(row[3]), *row[4:9]), row[9])
+        for row in rows
+    ]
+
+
+def count(conn: apsw.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM payment_events").get
+
+
 def refund_ref(payment_ref: str, refunded_total: int) -> str:
     """The external_ref of the refund step that brings a payment's refunds to `refunded_total`.
 

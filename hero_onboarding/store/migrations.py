@@ -157,7 +157,23 @@ CREATE INDEX web_sessions_by_sid ON web_sessions (sid);
 CREATE INDEX web_sessions_by_expiry ON web_sessions (expires_at);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
+# Admin daemon (issue 6): migration 1's provisional admin_audit was never written to. Every
+# admin write is audited; an idempotency key names at most one of them.
+_V3: Final = """
+DROP TABLE admin_audit;
+CREATE TABLE admin_audit (
+    id              INTEGER PRIMARY KEY,
+    at              INTEGER NOT NULL,
+    actor           TEXT NOT NULL,                 -- who called: the socket peer's uid and name
+    method          TEXT NOT NULL,
+    params          TEXT NOT NULL,                 -- JSON
+    result          TEXT NOT NULL,                 -- JSON
+    idempotency_key TEXT UNIQUE
+);
+CREATE INDEX admin_audit_by_time ON admin_audit (at);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

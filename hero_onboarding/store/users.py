@@ -46,3 +46,15 @@ def get_by_address(conn: apsw.Connection, address: str) -> User | None:
         f"SELECT {_COLUMNS} FROM users WHERE mycelium_address = ?", (address,)
     ).fetchone()
     return User(*row) if row else None
+
+
+def page(conn: apsw.Connection, *, limit: int, offset: int) -> list[User]:
+    """Users in the order they joined."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM users ORDER BY created_at, sid LIMIT ? OFFSET ?", (limit, offset)
+    ).fetchall()
+    return [User(*row) for row in rows]
+
+
+def count(conn: apsw.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM users").get

@@ -1,0 +1,65 @@
+"""`hero-onboarding rpc METHOD [JSON_PARAMS]`: call the admin daemon, print the result.
+
+Exit 0 with the result as indented JSON; exit 1 with the JSON-RPC error on one line; exit 2 when
+the parameters are not a JSON object or no daemon answers on the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import click
+
+from ..config import ConfigError, load_settings
+from ..rpc.client import RpcClient, RpcError
+from .errors import CommandFailed, NothingToTalkTo
+
+
+@click.command(name="rpc")
+@click.argument("method")
+@click.argument("params", required=False)
+@click.option(
+    "--socket", "socket_path", type=click.Path(path_type=Path), default=None,
+    help="The admin socket [default: $HERO_SOCKET_DIR/hero_onboarding_admin/rpc.sock].",
+)  # fmt: skip
+def rpc_command(method: str, params: str | None, socket_path: Path | None) -> None:
+    """Call METHOD on the admin daemon with PARAMS (a JSON object) and print the result.
+
+    Example: hero-onboarding rpc billing_adjust '{"sid": "...", "amount": 500,
+    "reason": "goodwill", "idempotency_key": "ticket-1234"}'. `rpc rpc.discover` lists methods.
+    """
+    arguments = _parse(params)
+    path = socket_path or load_settings(os.environ, {}).admin_socket_path
+    if not path.exists():
+        raise NothingToTalkTo(
+            f"no admin daemon socket at {path} (is `hero-onboarding admin` running?)"
+        )
+    result = asyncio.run(_call(path, method, arguments))
+    click.echo(json.dumps(result, indent=2, sort_keys=True))
+
+
+def _parse(params: str | None) -> dict[str, Any] | None:
+    if params is None:
+        return None
+    try:
+        value = json.loads(params)
+    except ValueError as exc:
+        raise ConfigError(f"PARAMS is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError('PARAMS must be a JSON object, e.g. \'{"sid": "..."}\'')
+    return value
+
+
+async def _call(path: Path, method: str, params: dict[str, Any] | None) -> Any:
+    try:
+        async with RpcClient(path) as client:
+            return await client.call(method, params)
+    except RpcError as exc:
+        raise CommandFailed(f"{method}: {exc.message} ({exc.code})") from None
+    except (aiohttp.ClientConnectionError, FileNotFoundError) as exc:
+        raise NothingToTalkTo(f"no admin daemon answers on {path}: {exc}") from None

@@ -1,0 +1,140 @@
+"""The method registry: what each JSON-RPC method takes, returns and can fail with.
+
+Parameters are JSON Schemas; calls are validated against them before a handler runs (-32602
+with a message naming the parameter), and the OpenRPC document is generated from the same
+entries (`openrpc_document`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import jsonschema
+
+Json = Any
+Handler = Callable[..., Awaitable[Json]]
+
+OPENRPC_VERSION: Final = "1.2.6"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    schema: dict[str, Json]
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    code: int
+    message: str
+
+
+@dataclass(frozen=True)
+class RpcMethod:
+    name: str
+    handler: Handler
+    summary: str
+    params: tuple[Param, ...] = ()
+    result_schema: dict[str, Json] = field(default_factory=dict)
+    errors: tuple[ErrorSpec, ...] = ()
+    wants_caller: bool = False  # the handler takes `caller=`: who is calling, for audits
+    _validator: jsonschema.Draft7Validator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once: compiling a validator per call cost more than the call itself.
+        object.__setattr__(self, "_validator", jsonschema.Draft7Validator(self.params_schema()))
+
+    def params_schema(self) -> dict[str, Json]:
+        return {
+            "type": "object",
+            "properties": {p.name: p.schema for p in self.params},
+            "required": [p.name for p in self.params if p.required],
+            "additionalProperties": False,
+        }
+
+    def check_params(self, params: Json) -> str | None:
+        """What is wrong with `params`, in words, or None."""
+        if params is None:
+            params = {}
+        if isinstance(params, list):
+            if params:
+                return "params must be an object (this service takes them by name)"
+            params = {}
+        error = min(self._validator.iter_errors(params), key=_depth_first, default=None)
+        if error is None:
+            return None
+        where = "/".join(str(part) for part in error.absolute_path)
+        return f"{where}: {error.message}" if where else error.message
+
+
+def _depth_first(error: jsonschema.ValidationError) -> tuple[int, str]:
+    return (-len(error.absolute_path), error.message)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._methods: dict[str, RpcMethod] = {}
+
+    def add(self, method: RpcMethod) -> None:
+        if method.name in self._methods:
+            raise ValueError(f"method {method.name} registered twice")
+        self._methods[method.name] = method
+
+    def method(
+        self,
+        name: str,
+        summary: str,
+        *,
+        params: tuple[Param, ...] = (),
+        result: dict[str, Json] | None = None,
+        errors: tuple[ErrorSpec, ...] = (),
+        wants_caller: bool = False,
+    ) -> Callable[[Handler], Handler]:
+        """Decorator: register `handler(**params)` under `name`."""
+
+        def register(handler: Handler) -> Handler:
+            self.add(RpcMethod(name, handler, summary, params, result or {}, errors, wants_caller))
+            return handler
+
+        return register
+
+    def __iter__(self) -> Iterator[RpcMethod]:
+        return iter(self._methods.values())
+
+    def get(self, name: str) -> RpcMethod | None:
+        return self._methods.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._methods)
+
+    def openrpc_document(self, *, title: str, version: str, description: str) -> dict[str, Json]:
+        return {
+            "openrpc": OPENRPC_VERSION,
+            "info": {"title": title, "version": version, "description": description},
+            "methods": [_describe(m) for m in sorted(self, key=lambda m: m.name)],
+        }
+
+
+def _describe(method: RpcMethod) -> dict[str, Json]:
+    described: dict[str, Json] = {
+        "name": method.name,
+        "summary": method.summary,
+        "paramStructure": "by-name",
+        "params": [
+            {
+                "name": p.name,
+                "description": p.description,
+                "required": p.required,
+                "schema": p.schema,
+            }
+            for p in method.params
+        ],
+        "result": {"name": f"{method.name}_result", "schema": method.result_schema},
+    }
+    if method.errors:
+        described["errors"] = [{"code": e.code, "message": e.message} for e in method.errors]
+    return described
