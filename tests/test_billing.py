@@ -74,7 +74,7 @@ async def test_prune_drops_only_deliveries_older_than_the_cutoff(store):
             partial(deliveries.record, delivery=Delivery(received_at, "stripe", True, "credited"))
         )
     assert await store.write(partial(deliveries.prune, received_before=250)) == 2
-    assert [d.received_at for d in await store.read(deliveries.recent)] == [300]
+    assert [d.received_at for d in await store.read(deliveries.page)] == [300]
 
 
 @pytest.mark.parametrize(

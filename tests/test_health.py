@@ -52,6 +52,6 @@ async def test_old_deliveries_are_pruned_when_the_app_starts(aiohttp_client, set
     )
 
     async def only_the_recent_one_left() -> bool:
-        return [d.received_at for d in await store.read(deliveries.recent)] == [int(now)]
+        return [d.received_at for d in await store.read(deliveries.page)] == [int(now)]
 
     await wait_until_async(only_the_recent_one_left, timeout=5, what="the old delivery is pruned")

@@ -55,7 +55,7 @@ ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
 
 
 async def recorded(store: Store) -> list[deliveries.Delivery]:
-    return await store.read(lambda conn: deliveries.recent(conn))
+    return await store.read(lambda conn: deliveries.page(conn))
 
 
 async def test_verified_paid_checkout_credits_amount_total(client, store, user):

@@ -34,23 +34,13 @@ def record(conn: apsw.Connection, delivery: Delivery) -> None:
     )
 
 
-def recent(conn: apsw.Connection, *, limit: int = 100) -> list[Delivery]:
-    """The newest deliveries first."""
-    rows = conn.execute(
-        "SELECT received_at, provider, verified, outcome, detail, event_id, type"
-        " FROM webhook_deliveries ORDER BY id DESC LIMIT ?",
-        (limit,),
-    ).fetchall()
-    return [Delivery(r[0], r[1], bool(r[2]), *r[3:]) for r in rows]
-
-
 def page(
     conn: apsw.Connection,
     *,
     outcome: str | None = None,
     since: int | None = None,
-    limit: int,
-    offset: int,
+    limit: int = 100,
+    offset: int = 0,
 ) -> list[Delivery]:
     """Newest first, filtered by outcome and a start time."""
     rows = conn.execute(
