@@ -30,9 +30,15 @@ class AdminHandle:
 @asynccontextmanager
 async def running_rpc(registry: Registry, socket_path: Path) -> AsyncIterator[AdminHandle]:
     app = create_rpc_app(registry, SERVICE)
-    sock = bind_unix_socket(socket_path)
-    async with serving_on_socket(app, sock, shutdown_timeout_s=1), RpcClient(socket_path) as client:
-        yield AdminHandle(client, socket_path)
+    bound = bind_unix_socket(socket_path)
+    try:
+        async with (
+            serving_on_socket(app, bound, shutdown_timeout_s=1),
+            RpcClient(socket_path) as client,
+        ):
+            yield AdminHandle(client, socket_path)
+    finally:
+        bound.release()
 
 
 @asynccontextmanager

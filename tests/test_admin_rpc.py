@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
 import stat
 from dataclasses import replace
 
@@ -166,7 +168,9 @@ async def test_openrpc_document_is_valid_and_lists_exactly_what_answers(
     assert {p["name"] for p in adjust["params"] if p["required"]} == {
         "sid", "amount", "reason", "idempotency_key",
     }  # fmt: skip
-    assert {e["code"] for e in adjust["errors"]} == {-32004, -32010, -32011}
+    assert {e["code"] for e in adjust["errors"]} == {-32004, -32010, -32011, -32014, -32015}
+    payments = next(m for m in document["methods"] if m["name"] == "payment_list")
+    assert payments["result"]["schema"]["properties"]["payments"]["items"]["required"]
 
 
 async def test_health_and_the_service_manifest(admin: AdminHandle) -> None:
@@ -183,14 +187,41 @@ async def test_health_and_the_service_manifest(admin: AdminHandle) -> None:
 async def test_the_socket_is_private_and_a_stale_one_is_replaced(admin_settings, store) -> None:
     path = admin_settings.admin_socket_path
     path.parent.mkdir(parents=True)
-    stale = bind_unix_socket(path)  # bound, never listening: what a killed daemon leaves
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # bound, never listening: what a killed daemon leaves behind
     stale.close()
     async with running_admin(admin_settings, store) as handle:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
         assert (await handle.client.call("info"))["version"]
         with pytest.raises(StartupError, match="already answering"):
-            bind_unix_socket(path)
+            bind_unix_socket(path)  # the lock says a daemon owns it, listening or not yet
+
+
+def test_directories_made_for_the_socket_are_private() -> None:
+    root = short_socket_dir()
+    path = root / "hero" / "sockets" / "svc" / "rpc.sock"
+    bound = bind_unix_socket(path)
+    try:
+        for made in (root / "hero", root / "hero" / "sockets", path.parent):
+            assert stat.S_IMODE(os.stat(made).st_mode) == 0o700, made
+    finally:
+        bound.release()
+    assert not path.exists()
+
+
+def test_a_daemon_only_removes_its_own_socket() -> None:
+    path = short_socket_dir() / "svc" / "rpc.sock"
+    first = bind_unix_socket(path)
+    os.close(first.lock_fd)  # as if the lock were lost: another daemon takes the path
+    first.lock_fd = os.open(os.devnull, os.O_RDONLY)
+    second = bind_unix_socket(path)
+    try:
+        first.release()
+        assert path.exists()  # not ours any more: left for the second daemon
+    finally:
+        second.release()
+    assert not path.exists()
 
 
 async def test_the_public_daemon_exposes_no_admin_method(client) -> None:
@@ -334,11 +365,13 @@ async def test_reconcile_credits_a_paid_session_whose_webhook_never_came_once(
             first = await admin.client.call("reconcile", {"since": session.created - 10})
             second = await admin.client.call("reconcile", {"since": session.created - 10})
         assert first["checked"] == 1
+        paid = await sandbox.sdk.v1.checkout.sessions.retrieve_async(session.id)
         assert first["credited"] == [
-            {"checkout_id": session.id, "sid": user.sid, "amount": 1000, "currency": "usd"}
-        ]
+            {"checkout_id": session.id, "payment": paid.payment_intent, "sid": user.sid,
+             "amount": 1000, "currency": "usd"}
+        ]  # fmt: skip
         assert second["credited"] == []
-        assert second["already_credited"] == 1
+        assert second["already_done"] == 1
         assert await balance_of(store, user.sid) == 1000
         assert unpaid.id not in json.dumps(first)
     finally:
@@ -362,3 +395,89 @@ async def test_reconcile_says_why_it_cannot_run(admin_settings, store: Store) ->
         assert API_KEY not in caught.value.message
     finally:
         await dead.close()
+
+
+# -- hostile requests ----------------------------------------------------------------------
+
+
+async def test_each_batch_entry_gets_its_own_answer(admin: AdminHandle) -> None:
+    status, answer = await post(
+        admin, [{"jsonrpc": "2.0", "id": 1, "method": "info"}, {"foo": "bar"}, 3]
+    )
+    assert status == 200
+    assert len(answer) == 3
+    assert answer[0]["result"]["service"] == "hero_onboarding_admin"
+    assert [a["error"]["code"] for a in answer[1:]] == [-32600, -32600]
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ('{"jsonrpc": "2.0", "method": "info", "id": NaN}', -32700),
+        ('{"jsonrpc": "2.0", "method": "info", "id": Infinity}', -32700),
+        (call("billing_get", {"sid": "\ud800"}), -32602),
+        (call("user_list", {"offset": 2**70}), -32602),
+        (call("user_list", {"limit": 10.0}), -32602),
+        (call("billing_adjust", {"sid": "s", "amount": 1e3, "reason": "why",
+                                 "idempotency_key": "kkkkkkkk"}), -32602),
+        (call("billing_adjust", {"sid": "s", "amount": 5, "reason": "      ",
+                                 "idempotency_key": "kkkkkkkk"}), -32602),
+        (call("billing_adjust", {"sid": "s", "amount": 5, "reason": "why", "caller": "me",
+                                 "idempotency_key": "kkkkkkkk"}), -32602),
+    ],
+)  # fmt: skip
+async def test_hostile_params_are_invalid_params_not_internal_errors(
+    admin: AdminHandle, payload: str, code: int
+) -> None:
+    status, answer = await post(admin, payload)
+    assert status == 200
+    assert answer["error"]["code"] == code
+    assert "Traceback" not in json.dumps(answer)
+
+
+async def test_a_body_too_large_is_a_json_rpc_error(admin: AdminHandle) -> None:
+    status, answer = await post(admin, "[" + ",".join(["1"] * 600_000) + "]")
+    assert status == 200
+    assert answer["error"]["code"] == -32600
+
+
+async def test_concurrent_identical_adjustments_credit_once(admin: AdminHandle, store: Store):
+    user = await register(store, ADDRESS)
+    params = {"sid": user.sid, "amount": 700, "reason": "goodwill", "idempotency_key": "same-key-1"}
+    answers = await asyncio.gather(
+        *(admin.client.call("billing_adjust", params) for _ in range(30))
+    )
+    assert sum(not a["replayed"] for a in answers) == 1
+    assert await balance_of(store, user.sid) == 700
+
+
+async def test_reconcile_applies_a_refund_whose_webhook_came_too_early(
+    aiohttp_server, admin_settings, store: Store
+) -> None:
+    sandbox: Harness = await start_sandbox(aiohttp_server, sandbox_config(None))
+    user = await register(store, ADDRESS)
+    reconciler = StripeCheckouts(Secret(API_KEY), api_base=sandbox.url)
+    try:
+        session = await sandbox.new_session(client_reference_id=user.sid)
+        await sandbox.pay(session.url)
+        paid = await sandbox.sdk.v1.checkout.sessions.retrieve_async(session.id)
+        await sandbox.sdk.v1.refunds.create_async(
+            {"payment_intent": paid.payment_intent, "amount": 400}
+        )
+        async with running_admin(admin_settings, store, reconciler=reconciler) as admin:
+            done = await admin.client.call("reconcile", {"since": session.created - 10})
+            again = await admin.client.call("reconcile", {"since": session.created - 10})
+        assert [c["amount"] for c in done["credited"]] == [1000]
+        assert [r["amount"] for r in done["refunded"]] == [-400]
+        assert again["credited"] == again["refunded"] == []
+        assert again["already_done"] == 2
+        assert await balance_of(store, user.sid) == 600
+        audited = await store.read(
+            lambda conn: conn.execute(
+                "SELECT method, json_extract(result, '$.amount') FROM admin_audit ORDER BY id"
+            ).fetchall()
+        )
+        assert audited == [("reconcile", 1000), ("reconcile", -400)]
+    finally:
+        await reconciler.close()
+        await sandbox.close()

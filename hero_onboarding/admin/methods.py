@@ -1,49 +1,114 @@
 """The admin methods: read users, balances, payments, checkouts and deliveries; adjust a
 balance (idempotent, audited); verify the ledger; reconcile with the provider.
 
-Every read is one short query on the loop's reader connection; every write is one group-commit
-job, so an adjustment and its audit row land together or not at all.
+Point lookups run on the loop's reader; anything that walks a table runs off the loop
+(Store.scan); every write is one group-commit job, so a change and its audit row land together
+or not at all. A write the database does not confirm in time answers -32014: it may have
+happened, so the caller retries with the same idempotency key, never a new one.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import apsw
 
 from .. import __version__
-from ..billing import Outcome, fulfil
+from ..billing import Outcome, apply_event
 from ..config import ADMIN_SERVICE, Settings
 from ..money import format_amount
 from ..mycelium.address import AddressError, parse_address
-from ..payments.base import ProviderError, Reconciler
-from ..rpc.errors import RpcFault
+from ..payments.base import MAX_AMOUNT, ProviderError, ProviderEvent, Reconciler
+from ..rpc.errors import INVALID_PARAMS, RpcFault
 from ..rpc.registry import ErrorSpec, Param, Registry
-from ..store import Store, audit, balances, checkouts, deliveries, ledger, users
+from ..store import Store, StoreError, audit, balances, checkouts, deliveries, ledger, users
 from ..store.checkouts import CheckoutStatus
 from ..store.ledger import EntryKind, LedgerEntry
 
-NOT_FOUND: Final = ErrorSpec(-32004, "not found")
+T = TypeVar("T")
+Json = Any
+
+NOT_FOUND: Final = ErrorSpec(-32004, "no such user")
 KEY_REUSED: Final = ErrorSpec(-32010, "idempotency key already used with other values")
 WOULD_GO_NEGATIVE: Final = ErrorSpec(-32011, "the balance would go negative")
 NO_PROVIDER: Final = ErrorSpec(-32012, "no payment provider configured")
 PROVIDER_DOWN: Final = ErrorSpec(-32013, "the payment provider could not be asked")
+UNCERTAIN: Final = ErrorSpec(
+    -32014, "the database did not confirm in time: retry with the same idempotency key"
+)
+UNAVAILABLE: Final = ErrorSpec(-32015, "the database is unavailable")
 
 ADJUSTMENT_PROVIDER: Final = "admin"
-MAX_AMOUNT: Final = 10**12
 DEFAULT_RECONCILE_S: Final = 3 * 86400
+CHANGED: Final = frozenset({Outcome.CREDITED, Outcome.REFUNDED})
+
+# -- schemas (the OpenRPC document shows these) ----------------------------------------------
 
 SID: Final = {"type": "string", "minLength": 1, "maxLength": 64}
 UNIX_TIME: Final = {"type": "integer", "minimum": 0, "maximum": 2**40}
 PAGE: Final = (
     Param("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"),
-    Param("offset", {"type": "integer", "minimum": 0, "default": 0}, "rows to skip"),
+    Param(
+        "offset", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}, "rows to skip"
+    ),
 )
-OBJECT: Final = {"type": "object"}
+INT: Final = {"type": "integer"}
+TEXT: Final = {"type": "string"}
+MAYBE_TEXT: Final = {"type": ["string", "null"]}
+MAYBE_INT: Final = {"type": ["integer", "null"]}
+
+
+def _object(required: list[str], **properties: Json) -> dict[str, Json]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _list_of(name: str, item: dict[str, Json], **more: Json) -> dict[str, Json]:
+    array = {"type": "array", "items": item}
+    return _object([name, *more], **{name: array}, **more)
+
+
+USER: Final = _object(
+    ["sid", "mycelium_address", "created_at"], sid=TEXT, mycelium_address=TEXT, created_at=INT
+)
+BALANCE: Final = _object(
+    ["sid", "balance", "currency", "formatted", "updated_at"],
+    sid=TEXT, balance=INT, currency=TEXT, formatted=TEXT, updated_at=INT,
+)  # fmt: skip
+PAYMENT: Final = _object(
+    ["id", "sid", "provider", "kind", "external_ref", "amount", "currency", "created_at"],
+    id=INT, sid=TEXT, provider=TEXT, kind={"enum": [k.value for k in EntryKind]},
+    external_ref=TEXT, amount=INT, currency=TEXT, event_id=MAYBE_TEXT, checkout_id=MAYBE_TEXT,
+    created_at=INT,
+)  # fmt: skip
+CHECKOUT: Final = _object(
+    ["id", "sid", "provider", "amount", "currency", "status", "created_at"],
+    id=TEXT, sid=TEXT, provider=TEXT, amount=INT, currency=TEXT,
+    status={"enum": [s.value for s in CheckoutStatus]}, url=MAYBE_TEXT, created_at=INT,
+    expires_at=MAYBE_INT, completed_at=MAYBE_INT,
+)  # fmt: skip
+DELIVERY_OUTCOMES: Final = [*(o.value for o in Outcome), "rejected", "error"]
+DELIVERY: Final = _object(
+    ["received_at", "provider", "verified", "outcome"],
+    received_at=INT, provider=TEXT, verified={"type": "boolean"},
+    outcome={"enum": DELIVERY_OUTCOMES}, detail=TEXT, event_id=MAYBE_TEXT, type=MAYBE_TEXT,
+)  # fmt: skip
+ADJUSTED: Final = _object(
+    ["sid", "amount", "currency", "balance", "formatted", "idempotency_key", "audit_id",
+     "replayed"],
+    sid=TEXT, amount=INT, currency=TEXT, balance=INT, formatted=TEXT, idempotency_key=TEXT,
+    audit_id=INT, replayed={"type": "boolean"},
+)  # fmt: skip
+RECONCILED: Final = _object(
+    ["since", "checked", "credited", "refunded", "already_done", "not_credited"],
+    since=INT, checked=INT, already_done=INT,
+    credited={"type": "array", "items": {"type": "object"}},
+    refunded={"type": "array", "items": {"type": "object"}},
+    not_credited={"type": "array", "items": {"type": "object"}},
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -52,17 +117,44 @@ class AdminContext:
     store: Store
     reconciler: Reconciler | None
     clock: Callable[[], float] = time.time
-    started_at: float = 0.0
+    started: float = field(default_factory=time.monotonic)
 
     def now(self) -> int:
         return int(self.clock())
 
+    async def read(self, query: Callable[[apsw.Connection], T]) -> T:
+        """A short read on the loop, or -32015 when the database cannot answer."""
+        try:
+            return await self.store.read(query)
+        except (StoreError, apsw.Error) as exc:
+            raise RpcFault(UNAVAILABLE.code, f"{UNAVAILABLE.message}: {exc}") from None
+
+    async def scan(self, query: Callable[[apsw.Connection], T]) -> T:
+        """A read that walks a table, off the loop, or -32015."""
+        try:
+            return await self.store.scan(query)
+        except (StoreError, apsw.Error) as exc:
+            raise RpcFault(UNAVAILABLE.code, f"{UNAVAILABLE.message}: {exc}") from None
+
+    async def write(self, job: Callable[[apsw.Connection], T]) -> T:
+        """A write; when the database is slow to confirm, -32014: it may have happened."""
+        try:
+            return await self.store.write(job)
+        except (TimeoutError, apsw.BusyError):
+            raise RpcFault(UNCERTAIN.code, UNCERTAIN.message) from None
+        except StoreError as exc:
+            raise RpcFault(UNAVAILABLE.code, f"{UNAVAILABLE.message}: {exc}") from None
+
 
 def build_registry(ctx: AdminContext) -> Registry:
     registry = Registry()
-    store = ctx.store
 
-    @registry.method("info", "Version, uptime, database, mode and row counts.", result=OBJECT)
+    @registry.method(
+        "info",
+        "Version, uptime, database, mode and row counts.",
+        result=_object(["service", "version", "uptime_s", "db_path", "mode", "counts"]),
+        errors=(UNAVAILABLE,),
+    )
     async def info() -> dict[str, Any]:
         def counts(conn: apsw.Connection) -> dict[str, Any]:
             return {
@@ -76,59 +168,65 @@ def build_registry(ctx: AdminContext) -> Registry:
         return {
             "service": ADMIN_SERVICE,
             "version": __version__,
-            "uptime_s": round(ctx.clock() - ctx.started_at, 1),
+            "uptime_s": round(time.monotonic() - ctx.started, 1),
             "db_path": str(ctx.settings.db_path),
             "mode": ctx.settings.mode,
             "currency": ctx.settings.currency,
             "reconcile_provider": ctx.reconciler.name if ctx.reconciler else None,
-            "counts": await store.read(counts),
+            "counts": await ctx.scan(counts),
         }
 
     @registry.method(
         "user_get",
-        "One user, by Mycelium address or by sid, with the balance.",
+        "One user, by Mycelium address or by sid (exactly one of the two), with the balance.",
         params=(
             Param("address", {"type": "string", "maxLength": 100}, "a Mycelium address"),
             Param("sid", SID, "the user's sid"),
         ),
-        result=OBJECT,
-        errors=(NOT_FOUND,),
+        result={**USER, "properties": {**USER["properties"], "balance": BALANCE}},
+        errors=(NOT_FOUND, UNAVAILABLE),
     )
     async def user_get(address: str | None = None, sid: str | None = None) -> dict[str, Any]:
         if (address is None) == (sid is None):
-            raise RpcFault(-32602, "invalid params: give exactly one of address and sid")
+            raise RpcFault(INVALID_PARAMS, "invalid params: give exactly one of address and sid")
         if address is not None:
             try:
                 canonical = parse_address(address)
             except AddressError as exc:
-                raise RpcFault(-32602, f"invalid params: address: {exc}") from None
-            user = await store.read(partial(users.get_by_address, address=canonical))
+                raise RpcFault(INVALID_PARAMS, f"invalid params: address: {exc}") from None
+            user = await ctx.read(partial(users.get_by_address, address=canonical))
         else:
-            user = await store.read(partial(users.get, sid=sid))
+            user = await ctx.read(partial(users.get, sid=sid))
         if user is None:
-            raise RpcFault(NOT_FOUND.code, "no such user")
-        balance = await store.read(partial(balances.get, sid=user.sid))
+            raise RpcFault(NOT_FOUND.code, NOT_FOUND.message)
+        balance = await ctx.read(partial(balances.get, sid=user.sid))
         return {**_user(user), "balance": _balance(balance) if balance else None}
 
-    @registry.method("user_list", "Users in the order they joined.", params=PAGE, result=OBJECT)
+    @registry.method(
+        "user_list",
+        "Users in the order they joined, and how many there are.",
+        params=PAGE,
+        result=_list_of("users", USER, total=INT, limit=INT, offset=INT),
+        errors=(UNAVAILABLE,),
+    )
     async def user_list(limit: int = 50, offset: int = 0) -> dict[str, Any]:
         def query(conn: apsw.Connection) -> dict[str, Any]:
             found = users.page(conn, limit=limit, offset=offset)
             return {"users": [_user(u) for u in found], "total": users.count(conn)}
 
-        return {**await store.read(query), "limit": limit, "offset": offset}
+        return {**await ctx.scan(query), "limit": limit, "offset": offset}
 
     @registry.method(
         "billing_get",
         "A user's balance.",
         params=(Param("sid", SID, "the user's sid", required=True),),
-        result=OBJECT,
-        errors=(NOT_FOUND,),
+        result=BALANCE,
+        errors=(NOT_FOUND, UNAVAILABLE),
     )
     async def billing_get(sid: str) -> dict[str, Any]:
-        balance = await store.read(partial(balances.get, sid=sid))
+        balance = await ctx.read(partial(balances.get, sid=sid))
         if balance is None:
-            raise RpcFault(NOT_FOUND.code, "no such user")
+            raise RpcFault(NOT_FOUND.code, NOT_FOUND.message)
         return _balance(balance)
 
     @registry.method(
@@ -140,7 +238,8 @@ def build_registry(ctx: AdminContext) -> Registry:
             Param("since", UNIX_TIME, "recorded at or after (unix seconds)"),
             *PAGE,
         ),
-        result=OBJECT,
+        result=_list_of("payments", PAYMENT, limit=INT, offset=INT),
+        errors=(UNAVAILABLE,),
     )
     async def payment_list(
         sid: str | None = None,
@@ -149,7 +248,7 @@ def build_registry(ctx: AdminContext) -> Registry:
         limit: int = 50,
         offset: int = 0,
     ) -> dict[str, Any]:
-        rows = await store.read(
+        rows = await ctx.scan(
             partial(
                 ledger.page,
                 sid=sid,
@@ -165,12 +264,13 @@ def build_registry(ctx: AdminContext) -> Registry:
         "checkout_list",
         "Checkout sessions, newest first.",
         params=(Param("status", {"enum": [s.value for s in CheckoutStatus]}, "only this"), *PAGE),
-        result=OBJECT,
+        result=_list_of("checkouts", CHECKOUT, limit=INT, offset=INT),
+        errors=(UNAVAILABLE,),
     )
     async def checkout_list(
         status: str | None = None, limit: int = 50, offset: int = 0
     ) -> dict[str, Any]:
-        rows = await store.read(
+        rows = await ctx.scan(
             partial(
                 checkouts.page,
                 status=CheckoutStatus(status) if status else None,
@@ -184,16 +284,17 @@ def build_registry(ctx: AdminContext) -> Registry:
         "delivery_list",
         "Webhook deliveries received, newest first (refused ones too).",
         params=(
-            Param("outcome", {"type": "string", "maxLength": 40}, "only this outcome"),
+            Param("outcome", {"enum": DELIVERY_OUTCOMES}, "only this outcome"),
             Param("since", UNIX_TIME, "received at or after (unix seconds)"),
             *PAGE,
         ),
-        result=OBJECT,
+        result=_list_of("deliveries", DELIVERY, limit=INT, offset=INT),
+        errors=(UNAVAILABLE,),
     )
     async def delivery_list(
         outcome: str | None = None, since: int | None = None, limit: int = 50, offset: int = 0
     ) -> dict[str, Any]:
-        rows = await store.read(
+        rows = await ctx.scan(
             partial(deliveries.page, outcome=outcome, since=since, limit=limit, offset=offset)
         )
         return {"deliveries": [asdict(d) for d in rows], "limit": limit, "offset": offset}
@@ -206,17 +307,15 @@ def build_registry(ctx: AdminContext) -> Registry:
             Param("sid", SID, "the user's sid", required=True),
             Param(
                 "amount",
-                {
-                    "type": "integer",
-                    "minimum": -MAX_AMOUNT,
-                    "maximum": MAX_AMOUNT,
-                    "not": {"const": 0},
-                },
-                "signed, in minor units",
+                {"type": "integer", "minimum": -MAX_AMOUNT, "maximum": MAX_AMOUNT},
+                "signed, in minor units, not 0",
                 required=True,
             ),
             Param(
-                "reason", {"type": "string", "minLength": 3, "maxLength": 500}, "why", required=True
+                "reason",
+                {"type": "string", "minLength": 3, "maxLength": 500, "pattern": r"\S.*\S"},
+                "why (kept in the audit)",
+                required=True,
             ),
             Param(
                 "idempotency_key",
@@ -225,16 +324,16 @@ def build_registry(ctx: AdminContext) -> Registry:
                 required=True,
             ),
         ),
-        result=OBJECT,
-        errors=(NOT_FOUND, KEY_REUSED, WOULD_GO_NEGATIVE),
+        result=ADJUSTED,
+        errors=(NOT_FOUND, KEY_REUSED, WOULD_GO_NEGATIVE, UNCERTAIN, UNAVAILABLE),
         wants_caller=True,
     )
     async def billing_adjust(
         caller: str, sid: str, amount: int, reason: str, idempotency_key: str
     ) -> dict[str, Any]:
         if amount == 0:
-            raise RpcFault(-32602, "invalid params: amount: must not be 0")
-        return await store.write(
+            raise RpcFault(INVALID_PARAMS, "invalid params: amount: must not be 0")
+        return await ctx.write(
             partial(
                 _adjust,
                 sid=sid,
@@ -249,19 +348,24 @@ def build_registry(ctx: AdminContext) -> Registry:
     @registry.method(
         "ledger_verify",
         "Every user whose balance is not the sum of their ledger events.",
-        result=OBJECT,
+        result=_object(
+            ["ok", "mismatches"],
+            ok={"type": "boolean"},
+            mismatches={"type": "array", "items": {"type": "object"}},
+        ),
+        errors=(UNAVAILABLE,),
     )
     async def ledger_verify() -> dict[str, Any]:
-        mismatches = await store.read(ledger.verify_ledger)
+        mismatches = await ctx.scan(ledger.verify_ledger)
         return {"ok": not mismatches, "mismatches": [asdict(m) for m in mismatches]}
 
     @registry.method(
         "reconcile",
-        "Ask the provider for the paid checkouts since a time and credit any the ledger lacks "
-        "(heals missed webhooks); says what it credited.",
+        "Ask the provider for the paid checkouts and refunds since a time and apply any the "
+        "ledger lacks (heals missed webhooks); says what it changed. Each change is audited.",
         params=(Param("since", UNIX_TIME, "created at or after (default: three days ago)"),),
-        result=OBJECT,
-        errors=(NO_PROVIDER, PROVIDER_DOWN),
+        result=RECONCILED,
+        errors=(NO_PROVIDER, PROVIDER_DOWN, UNCERTAIN, UNAVAILABLE),
         wants_caller=True,
     )
     async def reconcile(caller: str, since: int | None = None) -> dict[str, Any]:
@@ -272,44 +376,53 @@ def build_registry(ctx: AdminContext) -> Registry:
             )
         start = ctx.now() - DEFAULT_RECONCILE_S if since is None else since
         try:
-            paid = await ctx.reconciler.paid_since(start)
+            reported = await ctx.reconciler.settled_since(start)
         except ProviderError as exc:
             raise RpcFault(PROVIDER_DOWN.code, str(exc)) from None
-        credited, already, left = [], 0, []
-        for event in paid:
-            done = await fulfil(store, event)
-            if done.outcome is Outcome.CREDITED:
-                credited.append(
-                    {"checkout_id": event.checkout_id, "sid": done.sid, "amount": done.amount,
-                     "currency": event.currency}
-                )  # fmt: skip
-            elif done.outcome is Outcome.DUPLICATE:
-                already += 1
-            else:
-                left.append(
-                    {"checkout_id": event.checkout_id, "outcome": done.outcome.value,
-                     "detail": done.detail}
-                )  # fmt: skip
-        result = {
+        result: dict[str, Any] = {
             "since": start,
-            "checked": len(paid),
-            "credited": credited,
-            "already_credited": already,
-            "not_credited": left,
+            "checked": len(reported),
+            "credited": [],
+            "refunded": [],
+            "already_done": 0,
+            "not_credited": [],
         }
-        await store.write(
-            partial(
-                audit.record,
-                at=ctx.now(),
-                actor=caller,
-                method="reconcile",
-                params={"since": start},
-                result=result,
+        for event in reported:
+            outcome, detail = await ctx.write(
+                partial(_reconcile_one, event=event, actor=caller, now=ctx.now())
             )
-        )
+            if outcome is Outcome.CREDITED or outcome is Outcome.REFUNDED:
+                result["credited" if outcome is Outcome.CREDITED else "refunded"].append(detail)
+            elif outcome is Outcome.DUPLICATE:
+                result["already_done"] += 1
+            else:
+                result["not_credited"].append(detail)
         return result
 
     return registry
+
+
+def _reconcile_one(
+    conn: apsw.Connection, *, event: ProviderEvent, actor: str, now: int
+) -> tuple[Outcome, dict[str, Any]]:
+    """Apply one reported event and, if it moved money, audit it: one transaction."""
+    done = apply_event(conn, event, now=now)
+    detail: dict[str, Any] = {
+        "checkout_id": event.checkout_id,
+        "payment": event.external_ref,
+        "sid": done.sid,
+        "amount": done.amount,
+        "currency": event.currency,
+    }
+    if done.outcome in CHANGED:
+        audit.record(
+            conn, at=now, actor=actor, method="reconcile",
+            params={"event_id": event.event_id, "kind": event.kind.value}, result=detail,
+        )  # fmt: skip
+    elif done.outcome is not Outcome.DUPLICATE:
+        detail = {"checkout_id": event.checkout_id, "outcome": done.outcome.value,
+                  "detail": done.detail or event.note}  # fmt: skip
+    return done.outcome, detail
 
 
 def _adjust(
@@ -327,7 +440,7 @@ def _adjust(
         )
     balance = balances.get(conn, sid)
     if balance is None:
-        raise RpcFault(NOT_FOUND.code, "no such user")
+        raise RpcFault(NOT_FOUND.code, NOT_FOUND.message)
     if balance.credit_balance + amount < 0:
         raise RpcFault(
             WOULD_GO_NEGATIVE.code,

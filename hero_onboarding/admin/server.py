@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 
 from .. import __version__
 from ..config import ADMIN_SERVICE, Secret, Settings, StartupError
@@ -30,11 +28,10 @@ async def serve_admin(
 ) -> None:
     """Take the socket, open the store, answer until `stop`, then close both (socket removed).
 
-    The socket comes first: a second daemon learns that one is running before it touches the
-    database.
+    The socket (and the lock beside it) comes first: a second daemon learns that one is running
+    before it touches the database.
     """
-    path = settings.admin_socket_path
-    sock = await asyncio.to_thread(bind_unix_socket, path)
+    bound = await asyncio.to_thread(bind_unix_socket, settings.admin_socket_path)
     try:
         try:
             store = await Store.open(
@@ -43,7 +40,6 @@ async def serve_admin(
                 write_timeout_s=settings.write_timeout_s,
             )
         except StoreError as exc:
-            sock.close()
             raise StartupError(str(exc)) from exc
         reconciler = (
             StripeCheckouts(stripe_secret_key, api_base=settings.stripe_api_base)
@@ -51,12 +47,14 @@ async def serve_admin(
             else None
         )
         try:
-            ctx = AdminContext(settings, store, reconciler, started_at=time.time())
+            ctx = AdminContext(settings, store, reconciler)
             app = create_rpc_app(build_registry(ctx), SERVICE)
-            async with serving_on_socket(app, sock, shutdown_timeout_s=settings.shutdown_timeout_s):
+            async with serving_on_socket(
+                app, bound, shutdown_timeout_s=settings.shutdown_timeout_s
+            ):
                 log.info(
                     "admin daemon answering on %s (database %s, reconcile %s)",
-                    path,
+                    bound.path,
                     settings.db_path,
                     "with Stripe" if reconciler else "off: no STRIPE_SANDBOX_SECRET_KEY",
                 )
@@ -67,6 +65,5 @@ async def serve_admin(
                 await reconciler.close()
             await store.close()
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        bound.release()
     log.info("stopped")

@@ -27,7 +27,11 @@ from .errors import CommandFailed, NothingToTalkTo
     "--socket", "socket_path", type=click.Path(path_type=Path), default=None,
     help="The admin socket [default: $HERO_SOCKET_DIR/hero_onboarding_admin/rpc.sock].",
 )  # fmt: skip
-def rpc_command(method: str, params: str | None, socket_path: Path | None) -> None:
+@click.option(
+    "--timeout", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
+    help="Seconds to wait for the answer (reconcile over a long period can take a while).",
+)  # fmt: skip
+def rpc_command(method: str, params: str | None, socket_path: Path | None, timeout: float) -> None:
     """Call METHOD on the admin daemon with PARAMS (a JSON object) and print the result.
 
     Example: hero-onboarding rpc billing_adjust '{"sid": "...", "amount": 500,
@@ -39,7 +43,7 @@ def rpc_command(method: str, params: str | None, socket_path: Path | None) -> No
         raise NothingToTalkTo(
             f"no admin daemon socket at {path} (is `hero-onboarding admin` running?)"
         )
-    result = asyncio.run(_call(path, method, arguments))
+    result = asyncio.run(_call(path, method, arguments, timeout))
     click.echo(json.dumps(result, indent=2, sort_keys=True))
 
 
@@ -55,10 +59,14 @@ def _parse(params: str | None) -> dict[str, Any] | None:
     return value
 
 
-async def _call(path: Path, method: str, params: dict[str, Any] | None) -> Any:
+async def _call(path: Path, method: str, params: dict[str, Any] | None, timeout_s: float) -> Any:
     try:
-        async with RpcClient(path) as client:
+        async with RpcClient(path, timeout_s=timeout_s) as client:
             return await client.call(method, params)
+    except TimeoutError:
+        raise CommandFailed(
+            f"{method}: no answer within {timeout_s:g} s; it may still finish (see `rpc info`)"
+        ) from None
     except RpcError as exc:
         raise CommandFailed(f"{method}: {exc.message} ({exc.code})") from None
     except (aiohttp.ClientConnectionError, FileNotFoundError) as exc:

@@ -67,12 +67,17 @@ class ProviderError(RuntimeError):
 
 
 class Reconciler(Protocol):
-    """What reconciliation needs: the payments a provider completed since a time."""
+    """What reconciliation needs: what the provider says happened to money since a time."""
 
     name: str
 
-    async def paid_since(self, since: int) -> list[ProviderEvent]:
-        """Every completed, paid checkout created at or after `since` (unix seconds)."""
+    async def settled_since(self, since: int) -> list[ProviderEvent]:
+        """Paid checkouts created at or after `since` (unix seconds), then refunds since then.
+
+        Purchases come first, so a refund whose webhook came before its purchase was credited
+        is applied after the purchase it refunds. What cannot be read is an IGNORED event whose
+        note says why, so one odd object never hides the rest.
+        """
         ...
 
 

@@ -137,24 +137,35 @@ class StripeCheckouts:
     async def close(self) -> None:
         await self._http.close_async()
 
-    async def paid_since(self, since: int) -> list[ProviderEvent]:
-        paid: list[ProviderEvent] = []
-        query: dict[str, Any] = {"created": {"gte": since}, "status": "complete", "limit": 100}
+    async def settled_since(self, since: int) -> list[ProviderEvent]:
+        created = {"gte": since}
+        sessions = await self._list(
+            self._client.v1.checkout.sessions.list_async, {"created": created, "status": "complete"}
+        )
+        refunds = await self._list(
+            self._client.v1.events.list_async, {"created": created, "type": "charge.refunded"}
+        )
+        paid = [_as_completed_event(session) for session in sessions]
+        return [
+            *(event for event in paid if event.kind in (EventKind.PAID, EventKind.IGNORED)),
+            *reversed([_as_event(event) for event in refunds]),  # oldest refund first
+        ]
+
+    async def _list(self, list_async: Any, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every object of a Stripe list, page by page (bounded)."""
+        found: list[dict[str, Any]] = []
+        query = {**query, "limit": 100}
         for _ in range(MAX_RECONCILE_PAGES):
             try:
-                page = await self._client.v1.checkout.sessions.list_async(query)
+                page = await list_async(query)
             except stripe.StripeError as exc:
                 raise ProviderError(_stripe_failure(exc)) from None
-            for session in page.data:
-                event = _as_completed_event(session.to_dict())
-                if event.kind is EventKind.PAID:
-                    paid.append(event)
+            found.extend(item.to_dict() for item in page.data)
             if not page.has_more or not page.data:
-                return paid
+                return found
             query["starting_after"] = page.data[-1].id
         raise ProviderError(
-            f"more than {MAX_RECONCILE_PAGES * 100} completed sessions since then; "
-            "reconcile a shorter period"
+            f"more than {MAX_RECONCILE_PAGES * 100} objects since then; reconcile a shorter period"
         )
 
 
@@ -163,7 +174,7 @@ MAX_RECONCILE_PAGES: Final = 100
 
 def _as_completed_event(session: dict[str, Any]) -> ProviderEvent:
     """A listed session, read as the checkout.session.completed event announcing it."""
-    return normalise_event(
+    return _as_event(
         {
             "object": "event",
             "id": f"reconcile:{session.get('id')}",
@@ -172,6 +183,22 @@ def _as_completed_event(session: dict[str, Any]) -> ProviderEvent:
             "data": {"object": session},
         }
     )
+
+
+def _as_event(event: dict[str, Any]) -> ProviderEvent:
+    """Normalise as a webhook would be; what cannot be read is reported, not fatal."""
+    try:
+        return normalise_event(event)
+    except InvalidPayload as exc:
+        obj = event.get("data", {}).get("object", {})
+        return ProviderEvent(
+            provider=PROVIDER,
+            kind=EventKind.IGNORED,
+            event_id=str(event.get("id"))[:100],
+            raw_type=str(event.get("type"))[:100],
+            checkout_id=_text(obj.get("id")) if isinstance(obj, dict) else None,
+            note=f"cannot be read: {exc}",
+        )
 
 
 def _stripe_failure(exc: stripe.StripeError) -> str:

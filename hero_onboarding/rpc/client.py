@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,13 @@ class RpcClient:
         async with self._session.post("http://localhost/rpc", json=payload) as response:
             if response.status == 204:
                 return None
-            return await response.json()
+            text = await response.text()
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise RpcError(
+                    0, f"the service answered HTTP {response.status}, not JSON-RPC"
+                ) from None
 
     async def get(self, path: str) -> tuple[int, Any]:
         async with self._session.get(f"http://localhost{path}") as response:

@@ -42,11 +42,11 @@ class RpcMethod:
     result_schema: dict[str, Json] = field(default_factory=dict)
     errors: tuple[ErrorSpec, ...] = ()
     wants_caller: bool = False  # the handler takes `caller=`: who is calling, for audits
-    _validator: jsonschema.Draft7Validator = field(init=False, repr=False, compare=False)
+    _validator: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Built once: compiling a validator per call cost more than the call itself.
-        object.__setattr__(self, "_validator", jsonschema.Draft7Validator(self.params_schema()))
+        object.__setattr__(self, "_validator", _StrictValidator(self.params_schema()))
 
     def params_schema(self) -> dict[str, Json]:
         return {
@@ -58,17 +58,40 @@ class RpcMethod:
 
     def check_params(self, params: Json) -> str | None:
         """What is wrong with `params`, in words, or None."""
-        if params is None:
-            params = {}
         if isinstance(params, list):
             if params:
                 return "params must be an object (this service takes them by name)"
             params = {}
+        if not _encodable(params):
+            return "strings must be valid Unicode (no lone surrogates)"
         error = min(self._validator.iter_errors(params), key=_depth_first, default=None)
         if error is None:
             return None
         where = "/".join(str(part) for part in error.absolute_path)
         return f"{where}: {error.message}" if where else error.message
+
+
+# JSON Schema counts 1.0 as an integer; amounts and page sizes must be whole numbers as sent.
+_StrictValidator = jsonschema.validators.extend(
+    jsonschema.Draft7Validator,
+    type_checker=jsonschema.Draft7Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
+
+
+def _encodable(value: Json) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
 
 
 def _depth_first(error: jsonschema.ValidationError) -> tuple[int, str]:
@@ -107,9 +130,6 @@ class Registry:
 
     def get(self, name: str) -> RpcMethod | None:
         return self._methods.get(name)
-
-    def names(self) -> list[str]:
-        return sorted(self._methods)
 
     def openrpc_document(self, *, title: str, version: str, description: str) -> dict[str, Json]:
         return {

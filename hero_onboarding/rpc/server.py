@@ -1,17 +1,22 @@
 """The Hero socket spec's HTTP surface for a JSON-RPC service, and its Unix socket.
 
 `POST /rpc` (single, batch, notifications -> 204), `GET /openrpc.json`, `GET /health`,
-`GET /.well-known/heroservice.json`; `rpc.discover` answers on /rpc too. Dispatch goes through
-jsonrpcserver; each method is wrapped so that its parameters are checked against the registry
-first, and so that an unexpected exception becomes -32603 "internal error" with a correlation
+`GET /.well-known/heroservice.json`; `rpc.discover` answers on /rpc too.
+
+Each request (each entry of a batch, separately, so one bad entry cannot sink the others)
+goes through jsonrpcserver. Each method is wrapped: its parameters are checked against the
+registry first, and an unexpected exception becomes -32603 "internal error" with a correlation
 id (logged with the traceback, never sent) instead of jsonrpcserver's default, which sends the
 exception's text.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
+import fcntl
+import functools
 import json
 import logging
 import os
@@ -29,13 +34,14 @@ from aiohttp import web
 from jsonrpcserver import Error, Result, Success, async_dispatch
 
 from ..config import StartupError
-from .errors import INTERNAL_ERROR, INVALID_PARAMS, PARSE_ERROR, RpcFault
+from .errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcFault
 from .registry import Registry, RpcMethod
 
 log = logging.getLogger(__name__)
 
 MAX_SOCKET_PATH: Final = 107  # sun_path is 108 bytes with its terminating NUL
 REQUEST_MAX_BYTES: Final = 1 << 20
+MAX_BATCH: Final = 100
 
 
 @dataclass(frozen=True)
@@ -52,12 +58,17 @@ METHODS: Final = web.AppKey("rpc_methods", dict)  # name -> the wrapped callable
 
 
 def create_rpc_app(registry: Registry, service: ServiceInfo) -> web.Application:
-    """The HTTP app; `registry` gains `rpc.discover`, which returns the OpenRPC document."""
+    """The HTTP app; the registry answers `rpc.discover` with its OpenRPC document."""
+    if registry.get("rpc.discover") is None:
 
-    async def discover() -> dict[str, Any]:
-        return openrpc_document(registry, service)
+        async def discover() -> dict[str, Any]:
+            return openrpc_document(registry, service)
 
-    registry.method("rpc.discover", "The OpenRPC document describing this service.")(discover)
+        registry.method(
+            "rpc.discover",
+            "The OpenRPC document describing this service.",
+            result={"type": "object", "required": ["openrpc", "info", "methods"]},
+        )(discover)
     app = web.Application(client_max_size=REQUEST_MAX_BYTES)
     app[REGISTRY] = registry
     app[METHODS] = {m.name: _wrapped(m) for m in registry}
@@ -75,17 +86,51 @@ def openrpc_document(registry: Registry, service: ServiceInfo) -> dict[str, Any]
     )
 
 
+def _error(code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "error": error, "id": None}
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 async def rpc_endpoint(request: web.Request) -> web.Response:
-    raw = await request.read()
     try:
-        body = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        error = {"code": PARSE_ERROR, "message": "Parse error", "data": "the body is not UTF-8"}
-        return web.json_response({"jsonrpc": "2.0", "error": error, "id": None})
-    answer = await async_dispatch(body, methods=request.app[METHODS], context=caller_of(request))
-    if answer == "":
-        return web.Response(status=204)  # notifications only: nothing to say
-    return web.Response(text=answer, content_type="application/json")
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _answer(_error(INVALID_REQUEST, "Invalid Request", "the request is too large"))
+    except web.RequestPayloadError:
+        return _answer(_error(PARSE_ERROR, "Parse error", "the body could not be read"))
+    try:
+        parsed = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "the body is not UTF-8" if isinstance(exc, UnicodeDecodeError) else "not JSON"
+        return _answer(_error(PARSE_ERROR, "Parse error", reason))
+    if isinstance(parsed, list):
+        if not parsed:
+            return _answer(_error(INVALID_REQUEST, "Invalid Request", "an empty batch"))
+        if len(parsed) > MAX_BATCH:
+            return _answer(
+                _error(INVALID_REQUEST, "Invalid Request", f"at most {MAX_BATCH} calls a batch")
+            )
+        answers = await asyncio.gather(*(_dispatch(request, entry) for entry in parsed))
+        given = [a for a in answers if a is not None]
+        return _answer(given) if given else web.Response(status=204)
+    answer = await _dispatch(request, parsed)
+    return web.Response(status=204) if answer is None else _answer(answer)
+
+
+async def _dispatch(request: web.Request, entry: Any) -> Any:
+    """One call through jsonrpcserver; its answer as JSON data, None for a notification."""
+    text = await async_dispatch(json.dumps(entry), methods=request.app[METHODS], context=request)
+    return json.loads(text) if text else None
+
+
+def _answer(body: Any) -> web.Response:
+    return web.Response(text=json.dumps(body, allow_nan=False), content_type="application/json")
 
 
 async def openrpc_endpoint(request: web.Request) -> web.Response:
@@ -121,21 +166,26 @@ def caller_of(request: web.Request) -> str:
     except OSError:
         return "unknown"
     pid, uid, _ = struct.unpack("3i", creds)
+    return f"{_user_name(uid)} (uid {uid}, pid {pid})"
+
+
+@functools.lru_cache(maxsize=64)
+def _user_name(uid: int) -> str:
     try:
-        name = pwd.getpwuid(uid).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        name = "?"
-    return f"{name} (uid {uid}, pid {pid})"
+        return "?"
 
 
 def _wrapped(method: RpcMethod) -> Callable[..., Awaitable[Result]]:
-    async def call(caller: str, *args: Any, **kwargs: Any) -> Result:
-        problem = method.check_params(list(args) if args else kwargs)
-        if problem is not None:
-            return Error(INVALID_PARAMS, f"invalid params: {problem}")
-        if method.wants_caller:
-            kwargs["caller"] = caller
+    # `request` is positional-only: a param named like it cannot collide with it.
+    async def call(request: web.Request, /, *args: Any, **kwargs: Any) -> Result:
         try:
+            problem = method.check_params(list(args) if args else kwargs)
+            if problem is not None:
+                return Error(INVALID_PARAMS, f"invalid params: {problem}")
+            if method.wants_caller:
+                kwargs["caller"] = caller_of(request)
             return Success(await method.handler(**kwargs))
         except RpcFault as fault:
             if fault.data is None:
@@ -149,66 +199,97 @@ def _wrapped(method: RpcMethod) -> Callable[..., Awaitable[Result]]:
     return call
 
 
-def bind_unix_socket(path: Path) -> socket.socket:
-    """A socket bound at `path`, mode 0600, not yet listening; blocking, run it off the loop.
+@dataclass
+class BoundSocket:
+    """A listening Unix socket, and the lock that makes it ours while we hold it."""
 
-    Parent directories are made 0700. A socket file left by a dead daemon is removed; one a
-    live daemon answers on is not (StartupError).
+    sock: socket.socket
+    path: Path
+    inode: int
+    lock_fd: int
+
+    def release(self) -> None:
+        """Close; remove the socket file only if it is still the one we made."""
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            if self.path.lstat().st_ino == self.inode:
+                self.path.unlink()
+        os.close(self.lock_fd)
+
+
+def bind_unix_socket(path: Path) -> BoundSocket:
+    """Listen at `path` (mode 0600); blocking, run it off the loop.
+
+    Directories made here are 0700. A lock file beside the socket, held for the daemon's life,
+    says whether another daemon owns it: only then is a socket file left by a dead daemon
+    removed, so two daemons starting at once cannot both think they own the path.
     """
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         raise StartupError(
             f"socket path {path} is longer than the {MAX_SOCKET_PATH} bytes a Unix socket allows"
         )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.parent.chmod(0o700)
+        _make_private_dirs(path.parent)
+        lock_fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise StartupError(
-            f"cannot make the socket directory {path.parent}: {exc.strerror}"
+            f"cannot use the socket directory {path.parent}: {exc.strerror}"
         ) from None
-    _remove_stale(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(str(path))
-        path.chmod(0o600)  # before listen(): nobody else ever gets to connect
-    except OSError as exc:
-        sock.close()
-        raise StartupError(f"cannot bind {path}: {exc.strerror}") from None
-    return sock
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StartupError(f"another daemon is already answering on {path}") from None
+        _remove_leftover(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            path.chmod(0o600)  # before listen(): nobody else ever gets to connect
+            sock.listen(128)
+            inode = path.lstat().st_ino
+        except OSError as exc:
+            sock.close()
+            raise StartupError(f"cannot listen on {path}: {exc.strerror}") from None
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return BoundSocket(sock, path, inode, lock_fd)
 
 
-def _remove_stale(path: Path) -> None:
+def _make_private_dirs(directory: Path) -> None:
+    """Create `directory` and any missing parents 0700; the service's own one is made 0700."""
+    missing = []
+    for candidate in (directory, *directory.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    for created in reversed(missing):
+        created.mkdir(mode=0o700)
+        created.chmod(0o700)
+    if directory.is_symlink() or not directory.is_dir():
+        raise OSError(errno.ENOTDIR, "not a directory (or a symbolic link)")
+    directory.chmod(0o700)
+
+
+def _remove_leftover(path: Path) -> None:
+    """We hold the lock, so a socket file here was left by a daemon that is gone."""
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
         raise StartupError(f"{path} exists and is not a socket; move it away")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise StartupError(f"cannot check {path}: {exc.strerror}") from None
-        path.unlink(missing_ok=True)  # nobody listens: left by a daemon that died
-        return
-    finally:
-        probe.close()
-    raise StartupError(f"another daemon is already answering on {path}")
+    path.unlink()
 
 
 @contextlib.asynccontextmanager
 async def serving_on_socket(
-    app: web.Application, sock: socket.socket, *, shutdown_timeout_s: float
+    app: web.Application, bound: BoundSocket, *, shutdown_timeout_s: float
 ) -> AsyncIterator[None]:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
     await runner.setup()
     try:
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, bound.sock).start()
         yield
     finally:
         await runner.cleanup()
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True)

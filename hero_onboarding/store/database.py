@@ -34,12 +34,16 @@ class Store:
         writer: GroupCommitter,
         *,
         write_timeout_s: float,
+        busy_timeout_ms: int = 5000,
     ) -> None:
         self.path = path
         self._reader = reader
         self._writer = writer
         self._write_timeout_s = write_timeout_s
+        self._busy_timeout_ms = busy_timeout_ms
         self._closing: asyncio.Future[None] | None = None
+        self._scanner: apsw.Connection | None = None
+        self._scan_lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -67,12 +71,27 @@ class Store:
             read_conn,
             GroupCommitter(write_conn, busy_timeout_ms=busy_timeout_ms),
             write_timeout_s=write_timeout_s,
+            busy_timeout_ms=busy_timeout_ms,
         )
 
     async def read(self, query: Callable[[apsw.Connection], T]) -> T:
         """Run a read-only query on the loop's own connection."""
         self._check_open()
         return query(self._reader)
+
+    async def scan(self, query: Callable[[apsw.Connection], T]) -> T:
+        """Run a long read (a whole-table scan) in a thread, on a connection of its own.
+
+        `read` runs on the loop and must stay short; a scan of a large ledger would stall every
+        request meanwhile. Scans take turns on one connection, opened on first use.
+        """
+        self._check_open()
+        async with self._scan_lock:
+            if self._scanner is None:
+                self._scanner = await asyncio.to_thread(
+                    connect, self.path, busy_timeout_ms=self._busy_timeout_ms
+                )
+            return await asyncio.to_thread(query, self._scanner)
 
     async def write(self, job: Callable[[apsw.Connection], T]) -> T:
         """Run `job` in a transaction (with whatever else is queued) and wait until it is durable.
@@ -109,6 +128,9 @@ class Store:
 
     async def _close(self) -> None:
         await self._writer.close()
+        async with self._scan_lock:  # a scan under way finishes first
+            if self._scanner is not None:
+                self._scanner.close()
         self._reader.close()
         stats = self._writer.stats
         log.info("database closed: %d writes in %d commits", stats.jobs, stats.commits)

@@ -110,13 +110,13 @@ def page(
     offset: int,
 ) -> list[RecordedEntry]:
     """Newest first, filtered by any of sid, kind and a start time."""
+    filters = {"sid = ?": sid, "kind = ?": kind.value if kind else None, "created_at >= ?": since}
+    used = {clause: value for clause, value in filters.items() if value is not None}
+    where = f"WHERE {' AND '.join(used)}" if used else ""  # only what is asked: indexes apply
     rows = conn.execute(
         "SELECT id, sid, provider, kind, external_ref, amount, currency, event_id, checkout_id,"
-        " created_at FROM payment_events"
-        " WHERE (?1 IS NULL OR sid = ?1) AND (?2 IS NULL OR kind = ?2)"
-        " AND (?3 IS NULL OR created_at >= ?3)"
-        " ORDER BY id DESC LIMIT ?4 OFFSET ?5",
-        (sid, kind.value if kind else None, since, limit, offset),
+        f" created_at FROM payment_events {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+        (*used.values(), limit, offset),
     ).fetchall()
     return [
         RecordedEntry(row[0], LedgerEntry(row[1], row[2], EntryKind(row[3]), *row[4:9]), row[9])

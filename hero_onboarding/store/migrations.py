@@ -129,6 +129,10 @@ CREATE TABLE admin_audit (
 # Login (issue 4): migration 1's provisional login tables were never written to; these are
 # their final shape. Codes and session tokens are stored only as hashes.
 _V2: Final = """
+-- Never drop rows: stop here if anything ever wrote to the provisional table.
+CREATE TEMP TABLE _must_be_empty (rows INTEGER CHECK (rows = 0));
+INSERT INTO _must_be_empty SELECT COUNT(*) FROM login_challenges;
+DROP TABLE _must_be_empty;
 DROP TABLE login_challenges;
 CREATE TABLE login_challenges (
     id               TEXT PRIMARY KEY,             -- random; the verify form carries it
@@ -145,6 +149,10 @@ CREATE INDEX login_challenges_by_address ON login_challenges (mycelium_address, 
 CREATE INDEX login_challenges_by_ip ON login_challenges (client_ip, created_at);
 CREATE INDEX login_challenges_by_expiry ON login_challenges (expires_at);
 
+-- Never drop rows: stop here if anything ever wrote to the provisional table.
+CREATE TEMP TABLE _must_be_empty (rows INTEGER CHECK (rows = 0));
+INSERT INTO _must_be_empty SELECT COUNT(*) FROM web_sessions;
+DROP TABLE _must_be_empty;
 DROP TABLE web_sessions;
 CREATE TABLE web_sessions (
     token_hash TEXT PRIMARY KEY,                   -- sha256 of the cookie's token
@@ -160,6 +168,10 @@ CREATE INDEX web_sessions_by_expiry ON web_sessions (expires_at);
 # Admin daemon (issue 6): migration 1's provisional admin_audit was never written to. Every
 # admin write is audited; an idempotency key names at most one of them.
 _V3: Final = """
+-- Never drop rows: stop here if anything ever wrote to the provisional table.
+CREATE TEMP TABLE _must_be_empty (rows INTEGER CHECK (rows = 0));
+INSERT INTO _must_be_empty SELECT COUNT(*) FROM admin_audit;
+DROP TABLE _must_be_empty;
 DROP TABLE admin_audit;
 CREATE TABLE admin_audit (
     id              INTEGER PRIMARY KEY,
