@@ -1,4 +1,4 @@
-"""HTTP plumbing both daemons share: serving an app on TCP, reading forms safely."""
+"""What the daemons' foreground runs share: the database, serving on TCP, reading forms."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Final
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .config import StartupError
+from .config import Settings, StartupError
+from .store import Store, StoreError
 
 # What reading a posted form can raise on a hostile body: bad UTF-8 (ValueError), an unknown
 # charset (LookupError), broken multipart or Content-Encoding (the other two).
@@ -36,3 +37,15 @@ async def listening(
         yield
     finally:
         await runner.cleanup()
+
+
+async def open_store(settings: Settings) -> Store:
+    """The database as settings describe it, migrated; a StartupError if it cannot be used."""
+    try:
+        return await Store.open(
+            settings.db_path,
+            busy_timeout_ms=settings.db_busy_timeout_ms,
+            write_timeout_s=settings.write_timeout_s,
+        )
+    except StoreError as exc:
+        raise StartupError(str(exc)) from exc

@@ -6,10 +6,10 @@ import asyncio
 import logging
 
 from .. import __version__
-from ..config import ADMIN_SERVICE, Secret, Settings, StartupError
+from ..config import ADMIN_SERVICE, Secret, Settings
 from ..payments.stripe_provider import StripeCheckouts
 from ..rpc.server import ServiceInfo, bind_unix_socket, create_rpc_app, serving_on_socket
-from ..store import Store, StoreError
+from ..serving import open_store
 from .methods import AdminContext, build_registry
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,7 @@ async def serve_admin(
     """
     bound = await asyncio.to_thread(bind_unix_socket, settings.admin_socket_path)
     try:
-        try:
-            store = await Store.open(
-                settings.db_path,
-                busy_timeout_ms=settings.db_busy_timeout_ms,
-                write_timeout_s=settings.write_timeout_s,
-            )
-        except StoreError as exc:
-            raise StartupError(str(exc)) from exc
+        store = await open_store(settings)
         reconciler = (
             StripeCheckouts(stripe_secret_key, api_base=settings.stripe_api_base)
             if stripe_secret_key is not None

@@ -12,8 +12,7 @@ from ..config import Secrets, Settings, StartupError
 from ..mycelium.messages import MessageSender, MyceliumNode, SandboxOutbox
 from ..mycelium.proof import ProofError, load_or_create_key
 from ..payments.stripe_provider import StripeWebhooks
-from ..serving import listening
-from ..store import Store, StoreError
+from ..serving import listening, open_store
 from .app import create_app
 
 log = logging.getLogger(__name__)
@@ -37,14 +36,7 @@ async def serve(settings: Settings, secrets: Secrets, stop: asyncio.Event) -> No
     In-flight requests get `settings.shutdown_timeout_s` to finish; writes they queued are
     committed before the store closes. Raises StartupError when it cannot begin.
     """
-    try:
-        store = await Store.open(
-            settings.db_path,
-            busy_timeout_ms=settings.db_busy_timeout_ms,
-            write_timeout_s=settings.write_timeout_s,
-        )
-    except StoreError as exc:
-        raise StartupError(str(exc)) from exc
+    store = await open_store(settings)
     try:
         try:
             login_key = await asyncio.to_thread(load_or_create_key, settings.login_key_path)
