@@ -80,6 +80,15 @@ def _optional_header(value: str | None) -> str | None:
     return value
 
 
+def _networks(value: str) -> str:
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    try:
+        networks = [ipaddress.ip_network(part, strict=False) for part in parts]
+    except ValueError as exc:
+        raise ValueError(f"must be comma-separated networks such as 10.0.0.0/8: {exc}") from None
+    return ",".join(str(network) for network in networks)
+
+
 def _currency(value: str) -> str:
     value = value.lower()
     if not re.fullmatch(r"[a-z]{3}", value):
@@ -186,6 +195,11 @@ class Settings:
         "X-Real-IP); unset: the TCP peer",
         check=_optional_header,
     )
+    trusted_proxies: str = _setting(
+        "127.0.0.0/8,::1/128",
+        help="comma-separated networks whose --client-ip-header is believed",
+        check=_networks,
+    )
     session_ttl_s: int = _setting(
         7 * 86400, help="how long a login lasts", check=_between(300, 90 * 86400, " s")
     )
@@ -196,6 +210,10 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "onboarding.db"
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(n) for n in self.trusted_proxies.split(",") if n)
 
     @property
     def admin_socket_path(self) -> Path:

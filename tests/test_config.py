@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,11 @@ def test_url_schemes_are_read_in_any_case_and_kept_in_lower_case():
     assert load_settings({}, {"public_url": "HTTPS://Pay.Example/"}).public_url == (
         "https://Pay.Example"
     )
+
+
+def test_trusted_proxies_are_networks():
+    settings = load_settings({}, {"trusted_proxies": "10.0.0.0/8, fd00::/8"})
+    assert settings.trusted_proxies == "10.0.0.0/8,fd00::/8"
+    assert len(settings.trusted_proxy_networks) == 2
+    with pytest.raises(ConfigError, match=re.escape("--trusted-proxies='10.0.0.0/33'")):
+        load_settings({}, {"trusted_proxies": "10.0.0.0/33"})

@@ -569,3 +569,26 @@ async def test_a_database_that_cannot_answer_gives_a_503_page(
 )
 def test_clients_are_limited_per_ipv4_address_or_ipv6_line(client: str, bucket: str) -> None:
     assert client_bucket(client) == bucket
+
+
+async def test_the_client_header_is_believed_only_from_trusted_proxies(
+    aiohttp_client, tmp_path, store, webhooks
+) -> None:
+    settings = limited_settings(
+        tmp_path,
+        client_ip_header="X-Real-IP",
+        trusted_proxies="10.9.0.0/16",  # the test client connects from 127.0.0.1: not trusted
+        login_max_per_ip="1",
+    )
+    client = await aiohttp_client(build_app(settings, store, webhooks))
+    browser = Browser(client)
+    await browser.get("/")
+    for n, status in ((1, 303), (2, 429)):
+        async with client.post(
+            "/login",
+            data={"csrf_token": browser.csrf, "address": f"4a1::{n}"},
+            headers={"X-Real-IP": f"6.6.6.{n}"},  # a different claimed address each time
+            allow_redirects=False,
+        ) as response:
+            assert response.status == status
+    assert await rows(store, "SELECT DISTINCT client_ip FROM login_challenges") == [("127.0.0.1",)]

@@ -50,15 +50,15 @@ routes = web.RouteTableDef()
 
 
 def client_address(request: web.Request) -> str:
-    """Who is asking: the TCP peer, or, from a reverse proxy on this host, what it saw.
+    """Who is asking: the TCP peer, or, from a trusted reverse proxy, what it saw.
 
-    The header is believed only from a loopback peer (the proxy); with X-Forwarded-For only its
+    The header is believed only from a peer in --trusted-proxies; with X-Forwarded-For only its
     last entry, the one the proxy added; the ones before it are whatever the client sent.
     """
+    settings = request.app[SETTINGS]
     peer = request.remote or "unknown"
-    header = request.app[SETTINGS].client_ip_header
-    if header and _is_loopback(peer):
-        forwarded = request.headers.get(header, "").split(",")[-1].strip()
+    if settings.client_ip_header and _within(peer, settings.trusted_proxy_networks):
+        forwarded = request.headers.get(settings.client_ip_header, "").split(",")[-1].strip()
         try:
             return str(ipaddress.ip_address(forwarded))
         except ValueError:
@@ -66,11 +66,14 @@ def client_address(request: web.Request) -> str:
     return peer
 
 
-def _is_loopback(address: str) -> bool:
+def _within(
+    address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
     try:
-        return ipaddress.ip_address(address).is_loopback
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    return any(ip in network for network in networks)
 
 
 def see_other(location: str) -> web.Response:

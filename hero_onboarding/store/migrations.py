@@ -183,6 +183,8 @@ CREATE TABLE admin_audit (
     idempotency_key TEXT UNIQUE
 );
 CREATE INDEX admin_audit_by_time ON admin_audit (at);
+-- user_list pages users in the order they joined.
+CREATE INDEX users_by_joining ON users (created_at, sid);
 """
 
 MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
