@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from functools import partial
+
+import apsw
 
 from hero_onboarding import __version__
 from hero_onboarding.config import Secret
@@ -55,3 +59,33 @@ async def test_old_deliveries_are_pruned_when_the_app_starts(aiohttp_client, set
         return [d.received_at for d in await store.read(deliveries.page)] == [int(now)]
 
     await wait_until_async(only_the_recent_one_left, timeout=5, what="the old delivery is pruned")
+
+
+async def test_not_ready_while_writes_are_stuck_and_ready_again_after(aiohttp_client, settings):
+    """A lock held elsewhere (another process, a backup) stalls writes: /ready must say so."""
+    store = await Store.open(settings.db_path, busy_timeout_ms=30_000, write_timeout_s=0.3)
+    client = await aiohttp_client(
+        build_app(settings, store, StripeWebhooks([Secret(SIGNING_SECRET)]))
+    )
+    blocker = apsw.Connection(str(settings.db_path))
+    blocker.execute("BEGIN IMMEDIATE")
+    delivery = Delivery(1, "stripe", False, "rejected")
+    stuck = asyncio.ensure_future(store.write(partial(deliveries.record, delivery=delivery)))
+
+    async def unready() -> bool:
+        return (await client.get("/ready")).status == 503
+
+    await wait_until_async(unready, timeout=10, what="/ready notices the stuck writer")
+    body = await (await client.get("/ready")).json()
+    assert "writes have not completed" in body["detail"]
+    with contextlib.suppress(TimeoutError):
+        await stuck
+    blocker.execute("ROLLBACK")
+    blocker.close()
+
+    async def ready_again() -> bool:
+        await store.write(lambda conn: None)
+        return (await client.get("/ready")).status == 200
+
+    await wait_until_async(ready_again, timeout=10, what="/ready recovers")
+    await store.close()

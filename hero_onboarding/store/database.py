@@ -119,6 +119,11 @@ class Store:
             raise StoreError(f"database does not answer: {exc}") from exc
         if version != SCHEMA_VERSION:
             raise StoreError(f"schema version {version}, expected {SCHEMA_VERSION}")
+        stalled = self._writer.stalled_for()
+        if stalled > self._write_timeout_s:
+            raise StoreError(
+                f"writes have not completed for {stalled:.0f} s (disk, or a lock held elsewhere)"
+            )
 
     async def close(self) -> None:
         """Let queued writes finish, then close both connections. Every caller waits for it."""

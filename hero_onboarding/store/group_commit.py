@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,13 +53,25 @@ class GroupCommitter:
         self._queued: list[tuple[WriteJob, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._cancelled = False  # the flusher was cancelled mid-statement: stop after this batch
+        self._busy_since = 0.0  # when the writer last went from idle to busy
+        self._progress_at = 0.0  # when it last finished a batch
         self.stats = WriterStats()
+
+    def stalled_for(self) -> float:
+        """Seconds the writer has had work without finishing any (0 when idle or moving).
+
+        Under load it is always busy, so readiness asks whether it still makes progress.
+        """
+        if self._flusher is None:
+            return 0.0
+        return time.monotonic() - max(self._busy_since, self._progress_at)
 
     def submit(self, job: WriteJob) -> asyncio.Future[Any]:
         """Queue `job`; the future resolves once its transaction is durable (or it failed)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((job, future))
         if self._flusher is None:
+            self._busy_since = time.monotonic()
             self._start_flusher()
         return future
 
@@ -90,7 +103,10 @@ class GroupCommitter:
             # A caller that gave up (timeout, cancellation) no longer wants its job run.
             live = [(job, future) for job, future in batch if not future.done()]
             if live:
-                await self._commit(live)
+                try:
+                    await self._commit(live)
+                finally:
+                    self._progress_at = time.monotonic()
             if self._cancelled:
                 raise asyncio.CancelledError
 
