@@ -35,13 +35,13 @@ PROG: Final = "hero-onboarding"
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1  # the command ran and failed (a daemon could not start, ...)
-EXIT_USAGE: Final = 2  # bad flags, invalid settings, missing secrets: fix the invocation
+EXIT_USAGE: Final = 2  # bad flags, invalid settings, missing secrets, no daemon: fix the setup
 
 EXIT_CODES_HELP: Final = f"""\b
 Exit codes:
   {EXIT_OK}  success
-  {EXIT_FAILURE}  the command failed (for example a daemon could not start)
-  {EXIT_USAGE}  bad usage, an invalid setting, or a missing secret
+  {EXIT_FAILURE}  the command failed (a daemon could not start, an RPC call answered an error)
+  {EXIT_USAGE}  bad usage, an invalid setting, a missing secret, or no daemon to talk to
 
 \b
 Every setting can also come from a HERO_ONBOARDING_<NAME> environment variable;
@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(EXIT_USAGE if exc.exit_code == 2 else EXIT_FAILURE, exc.format_message())
     except click.exceptions.Abort:
         _fail(EXIT_FAILURE, "aborted")
-    except (ConfigError, SecretsError) as exc:
-        _fail(EXIT_USAGE, str(exc))
-    except NothingToTalkTo as exc:
+    except (ConfigError, SecretsError, NothingToTalkTo) as exc:
         _fail(EXIT_USAGE, str(exc))
     except (StartupError, CommandFailed) as exc:
         _fail(EXIT_FAILURE, str(exc))
