@@ -12,7 +12,7 @@ import pytest
 from hero_onboarding.store import Store, StoreError, balances, ledger
 from hero_onboarding.store.db import connect
 from hero_onboarding.store.ledger import EntryKind, LedgerEntry, LedgerError
-from hero_onboarding.store.migrations import SCHEMA_VERSION, migrate
+from hero_onboarding.store.migrations import MIGRATIONS, SCHEMA_VERSION, migrate
 from tests.conftest import balance_of, register
 
 NOW = 1_800_000_000
@@ -249,3 +249,18 @@ async def test_ping_reports_a_closed_store(store):
     await store.close()
     with pytest.raises(StoreError):
         await store.ping()
+
+
+def test_a_migration_never_drops_a_provisional_table_that_holds_rows(tmp_path):
+    conn = apsw.Connection(str(tmp_path / "old.db"))
+    for _ in conn.execute(MIGRATIONS[0]):
+        pass
+    conn.execute("PRAGMA user_version=1")
+    conn.execute(
+        "INSERT INTO login_challenges (id, mycelium_address, created_at, expires_at)"
+        " VALUES ('kept', '4a1::1', 1, 2)"
+    )
+    with pytest.raises(apsw.ConstraintError):
+        migrate(conn)
+    assert conn.execute("PRAGMA user_version").get == 1
+    assert conn.execute("SELECT id FROM login_challenges").get == "kept"

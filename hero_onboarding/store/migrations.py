@@ -126,14 +126,24 @@ CREATE TABLE admin_audit (
 );
 """
 
+
+def _drop_if_empty(table: str) -> str:
+    """SQL dropping a provisional table, which aborts the migration if it ever held a row."""
+    return f"""
+CREATE TEMP TABLE _must_be_empty (rows INTEGER CHECK (rows = 0));
+INSERT INTO _must_be_empty SELECT COUNT(*) FROM {table};
+DROP TABLE _must_be_empty;
+DROP TABLE {table};
+"""
+
+
 # Login (issue 4): migration 1's provisional login tables were never written to; these are
 # their final shape. Codes and session tokens are stored only as hashes.
-_V2: Final = """
--- Never drop rows: stop here if anything ever wrote to the provisional table.
-CREATE TEMP TABLE _must_be_empty (rows INTEGER CHECK (rows = 0));
-INSERT INTO _must_be_empty SELECT COUNT(*) FROM login_challenges;
-DROP TABLE _must_be_empty;
-DROP TABLE login_challenges;
+_V2: Final = (
+    """
+"""
+    + _drop_if_empty("login_challenges")
+    + """
 CREATE TABLE login_challenges (
     id               TEXT PRIMARY KEY,             -- random; the verify form carries it
     mycelium_address TEXT NOT NULL,
@@ -149,11 +159,9 @@ CREATE INDEX login_challenges_by_address ON login_challenges (mycelium_address, 
 CREATE INDEX login_challenges_by_ip ON login_challenges (client_ip, created_at);
 CREATE INDEX login_challenges_by_expiry ON login_challenges (expires_at);
 
--- Never drop rows: stop here if anything ever wrote to the provisional table.
-CREATE TEMP TABLE _must_be_empty (rows INTEGER CHECK (rows = 0));
-INSERT INTO _must_be_empty SELECT COUNT(*) FROM web_sessions;
-DROP TABLE _must_be_empty;
-DROP TABLE web_sessions;
+"""
+    + _drop_if_empty("web_sessions")
+    + """
 CREATE TABLE web_sessions (
     token_hash TEXT PRIMARY KEY,                   -- sha256 of the cookie's token
     sid        TEXT NOT NULL REFERENCES users(sid),
@@ -164,15 +172,15 @@ CREATE TABLE web_sessions (
 CREATE INDEX web_sessions_by_sid ON web_sessions (sid);
 CREATE INDEX web_sessions_by_expiry ON web_sessions (expires_at);
 """
+)
 
 # Admin daemon (issue 6): migration 1's provisional admin_audit was never written to. Every
 # admin write is audited; an idempotency key names at most one of them.
-_V3: Final = """
--- Never drop rows: stop here if anything ever wrote to the provisional table.
-CREATE TEMP TABLE _must_be_empty (rows INTEGER CHECK (rows = 0));
-INSERT INTO _must_be_empty SELECT COUNT(*) FROM admin_audit;
-DROP TABLE _must_be_empty;
-DROP TABLE admin_audit;
+_V3: Final = (
+    """
+"""
+    + _drop_if_empty("admin_audit")
+    + """
 CREATE TABLE admin_audit (
     id              INTEGER PRIMARY KEY,
     at              INTEGER NOT NULL,
@@ -186,6 +194,7 @@ CREATE INDEX admin_audit_by_time ON admin_audit (at);
 -- user_list pages users in the order they joined.
 CREATE INDEX users_by_joining ON users (created_at, sid);
 """
+)
 
 MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
