@@ -157,6 +157,13 @@ class Harness:
         }
         return await self.submit(session_url, form)
 
+    async def pay_by_bank(self, session_url: str, account: str = "000123456789") -> PageAnswer:
+        """Pay with a test US bank account: completes unpaid, settles later."""
+        return await self.pay(
+            session_url, method="us_bank_account", routing_number="110000000",
+            account_number=account,
+        )  # fmt: skip
+
     async def control(self, path: str, data: dict[str, str] | None = None) -> dict[str, Any]:
         async with self.http.post(
             self.url + path, data=data or {}, headers={"Authorization": f"Bearer {API_KEY}"}

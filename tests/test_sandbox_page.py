@@ -150,10 +150,7 @@ async def test_bank_payment_completes_unpaid_then_settles(
 ) -> None:
     session = await new_session(stripe_client)
     assert session.payment_method_types == ["card", "us_bank_account"]
-    response = await sandbox.pay(
-        session.url, method="us_bank_account", routing_number="110000000",
-        account_number="000123456789",
-    )  # fmt: skip
+    response = await sandbox.pay_by_bank(session.url)
     assert response.status == 303
     pending = await stripe_client.v1.checkout.sessions.retrieve_async(
         session.id, {"expand": ["payment_intent"]}
@@ -178,10 +175,7 @@ async def test_a_failing_bank_account_ends_in_async_payment_failed(
     sandbox: Harness, stripe_client: stripe.StripeClient, receiver: Receiver
 ) -> None:
     session = await new_session(stripe_client)
-    await sandbox.pay(
-        session.url, method="us_bank_account", routing_number="110000000",
-        account_number="000222222227",
-    )  # fmt: skip
+    await sandbox.pay_by_bank(session.url, "000222222227")
     await sandbox.control(f"/_sandbox/checkout/sessions/{session.id}/settle")
     await wait_for_types(receiver, "checkout.session.async_payment_failed")
     assert not receiver.of_type("checkout.session.async_payment_succeeded")

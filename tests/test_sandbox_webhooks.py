@@ -214,10 +214,7 @@ async def test_bank_payments_settle_on_their_own_when_configured(
     harness = await start_sandbox(aiohttp_server, sandbox_config(receiver.url, async_settle_s=0))
     try:
         session = await harness.new_session()
-        await harness.pay(
-            session.url, method="us_bank_account", routing_number="110000000",
-            account_number="000123456789",
-        )  # fmt: skip
+        await harness.pay_by_bank(session.url)
         await wait_for_types(receiver, "checkout.session.async_payment_succeeded")
     finally:
         await harness.close()
