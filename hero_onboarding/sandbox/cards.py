@@ -42,14 +42,6 @@ DECLINE_MESSAGES: Final = {
         "method and try again."
     ),
 }
-# Stripe's error code for each decline code (Charge.failure_code / last_payment_error.code).
-ERROR_CODES: Final = {
-    "expired_card": "expired_card",
-    "incorrect_cvc": "incorrect_cvc",
-    "processing_error": "processing_error",
-    "authentication_failed": "payment_intent_authentication_failure",
-}
-
 TEST_CARDS: Final[dict[str, TestCard]] = {
     "4242424242424242": TestCard("visa", Result.SUCCEEDS),
     "4000056655665556": TestCard("visa", Result.SUCCEEDS),
