@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 ENV_PREFIX: Final = "HERO_ONBOARDING_"
 ADMIN_SERVICE: Final = "hero_onboarding_admin"
 MODES: Final = ("production", "sandbox")
+PROVIDERS: Final = ("stripe", "stub")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 # Stripe accepts at most 8 digits for an amount in minor units (USD 999,999.99).
 STRIPE_MAX_AMOUNT: Final = 99_999_999
@@ -89,6 +90,14 @@ def _networks(value: str) -> str:
     return ",".join(str(network) for network in networks)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _network_list(value: str) -> tuple[Network, ...]:
+    """A validated `_networks` value as network objects."""
+    return tuple(ipaddress.ip_network(part) for part in value.split(",") if part)
+
+
 def _currency(value: str) -> str:
     value = value.lower()
     if not re.fullmatch(r"[a-z]{3}", value):
@@ -154,8 +163,23 @@ class Settings:
     amount_max: int = _setting(
         100_000, help="largest purchase, minor units", check=_between(1, STRIPE_MAX_AMOUNT)
     )
+    provider: str = _setting(
+        "stripe",
+        help="who takes payments: stripe, or stub (a local page, no money, no network)",
+        check=_one_of(PROVIDERS),
+    )
     stripe_api_base: str | None = _setting(
         None, help="Stripe API base URL (default: real Stripe)", check=_optional_http_url
+    )
+    provider_timeout_s: float = _setting(
+        20.0,
+        help="how long one request to the payment provider may take (two retries follow)",
+        check=_between(1, 120, " s"),
+    )
+    checkout_ttl_s: int = _setting(
+        3600,
+        help="how long a checkout stays payable (Stripe allows 30 min to 24 h)",
+        check=_between(1800, 86400, " s"),
     )
     webhook_max_bytes: int = _setting(
         1 << 20, help="largest webhook body accepted", check=_between(1024, 64 << 20, " bytes")
@@ -200,6 +224,11 @@ class Settings:
         help="comma-separated networks whose --client-ip-header is believed",
         check=_networks,
     )
+    metrics_networks: str = _setting(
+        "127.0.0.0/8,::1/128",
+        help="comma-separated networks allowed to read /metrics",
+        check=_networks,
+    )
     session_ttl_s: int = _setting(
         7 * 86400, help="how long a login lasts", check=_between(300, 90 * 86400, " s")
     )
@@ -212,8 +241,12 @@ class Settings:
         return self.data_dir / "onboarding.db"
 
     @property
-    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(n) for n in self.trusted_proxies.split(",") if n)
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        return _network_list(self.trusted_proxies)
+
+    @property
+    def metrics_allowed_networks(self) -> tuple[Network, ...]:
+        return _network_list(self.metrics_networks)
 
     @property
     def admin_socket_path(self) -> Path:

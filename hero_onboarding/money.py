@@ -18,3 +18,37 @@ def format_amount(amount: int, currency: str) -> str:
     if currency.lower() in ZERO_DECIMAL:
         return f"{sign}{units:,} {code}"
     return f"{sign}{units // 100:,}.{units % 100:02d} {code}"
+
+
+def decimals_of(currency: str) -> int:
+    return 0 if currency.lower() in ZERO_DECIMAL else 2
+
+
+def parse_minor(text: str) -> int:
+    """`"1000"` -> 1000: a whole number of minor units, digits only; else ValueError saying why."""
+    text = text.strip()
+    if not text.isascii() or not text.isdigit():
+        raise ValueError("must be a whole number of minor units (cents), digits only")
+    if len(text) > 12:
+        raise ValueError("is far too large")
+    return int(text)
+
+
+def parse_major(text: str, currency: str) -> int:
+    """`"12.50", "usd"` -> 1250: what a person types, in whole units; else ValueError saying why.
+
+    A thousands separator or a currency sign is tolerated; more decimals than the currency has
+    are refused rather than rounded, so nobody pays other than what they typed.
+    """
+    cleaned = text.strip().replace(",", "").removeprefix("$").strip()
+    decimals = decimals_of(currency)
+    whole, _, fraction = cleaned.partition(".")
+    digits = whole + fraction
+    if not digits.isascii() or not digits.isdigit():
+        raise ValueError("must be a number such as 12.50")
+    if len(fraction) > decimals:
+        places = "no decimals" if decimals == 0 else f"at most {decimals} decimals"
+        raise ValueError(f"may have {places} in {currency.upper()}")
+    if len(whole) > 12:
+        raise ValueError("is far too large")
+    return int(whole or "0") * 10**decimals + int(fraction.ljust(decimals, "0") or "0")

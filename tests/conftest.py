@@ -19,6 +19,7 @@ from hero_onboarding.config import Secret, Settings, load_settings
 from hero_onboarding.daemon import create_app
 from hero_onboarding.mycelium.messages import SandboxOutbox
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
+from hero_onboarding.payments.stub import StubCheckouts
 from hero_onboarding.sandbox.app import create_sandbox_app
 from hero_onboarding.sandbox.config import SandboxConfig, WebhookEndpoint
 from hero_onboarding.store import Store, balances, ledger, users
@@ -98,8 +99,13 @@ SERVER_LOGIN_KEY = bytes(
 
 
 def build_app(settings: Settings, store: Store, webhooks: StripeWebhooks, **overrides: Any):
-    """The public app as tests build it: codes go to a sandbox outbox unless told otherwise."""
-    options: dict[str, Any] = {"messenger": SandboxOutbox(), "login_key": SERVER_LOGIN_KEY}
+    """The public app as tests build it: codes go to a sandbox outbox and payments to the stub
+    provider, unless told otherwise."""
+    options: dict[str, Any] = {
+        "messenger": SandboxOutbox(),
+        "login_key": SERVER_LOGIN_KEY,
+        "checkouts": StubCheckouts(settings.public_url),
+    }
     options.update(overrides)
     return create_app(settings, store, webhooks, **options)
 

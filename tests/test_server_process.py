@@ -13,9 +13,10 @@ import pytest
 from hero_onboarding.store import Store
 from tests.conftest import SIGNING_SECRET, register
 from tests.processes import free_port, run_cli, start_server
+from tests.sandbox_kit import API_KEY
 from tests.stripe_events import body_of, checkout_event, new_id, sign
 
-ENV = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET}
+ENV = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET, "STRIPE_SANDBOX_SECRET_KEY": API_KEY}
 E = "hero-onboarding: error: "
 
 
@@ -125,12 +126,18 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path):
         ),
         (
             ["server"],
-            {"STRIPE_WEBHOOK_SIGNING_KEY": ""},
+            {**ENV, "STRIPE_WEBHOOK_SIGNING_KEY": ""},
             E + "STRIPE_WEBHOOK_SIGNING_KEY is not set (looked in: environment)",
         ),
         (
             ["server"],
-            {"STRIPE_WEBHOOK_SIGNING_KEY": f"{SIGNING_SECRET},sk_test_oops"},
+            {**ENV, "STRIPE_SANDBOX_SECRET_KEY": " "},
+            E + "STRIPE_SANDBOX_SECRET_KEY is not set (looked in: environment); "
+            "--provider=stripe needs it",
+        ),
+        (
+            ["server"],
+            {**ENV, "STRIPE_WEBHOOK_SIGNING_KEY": f"{SIGNING_SECRET},sk_test_oops"},
             E + "STRIPE_WEBHOOK_SIGNING_KEY: entry 2 of 2 is not a Stripe webhook "
             "signing secret (they start with whsec_)",
         ),

@@ -76,11 +76,12 @@ def cli() -> None:
 def server(**flags: str | None) -> None:
     """Run the public web daemon in the foreground (what service units exec).
 
-    Needs STRIPE_WEBHOOK_SIGNING_KEY (comma-separated to accept several during a rotation).
-    Stops cleanly on SIGTERM or SIGINT.
+    With --provider=stripe (the default) it needs STRIPE_SANDBOX_SECRET_KEY and
+    STRIPE_WEBHOOK_SIGNING_KEY (comma-separated to accept several during a rotation);
+    --provider=stub needs neither. Stops cleanly on SIGTERM or SIGINT.
     """
     settings = load_settings(os.environ, flags)
-    secrets = secrets_from_env(os.environ)
+    secrets = secrets_from_env(os.environ, provider=settings.provider)
     configure_logging(settings.log_level, "server")
     run_until_signalled(partial(serve, settings, secrets))
 

@@ -22,15 +22,23 @@ class SecretsError(RuntimeError):
     """A secret is missing or malformed. The message names it, never its value."""
 
 
-def secrets_from_env(env: Mapping[str, str]) -> Secrets:
-    """Read the Stripe secrets the public daemon needs; the signing key is required.
+def secrets_from_env(env: Mapping[str, str], *, provider: str) -> Secrets:
+    """Read the Stripe secrets the public daemon needs for `provider`.
 
+    With Stripe, the webhook signing key and the API secret key are both required. The stub
+    provider needs neither; a signing key given anyway still turns the webhook endpoint on.
     STRIPE_WEBHOOK_SIGNING_KEY may hold several comma-separated `whsec_` secrets, so one can be
     rolled without dropping deliveries signed with the other.
     """
+    uses_stripe = provider == "stripe"
+    secret_key = optional_secret(env, SECRET_KEY)
+    if uses_stripe and secret_key is None:
+        raise SecretsError(f"{SECRET_KEY} is not set ({_LOOKED_IN}); --provider=stripe needs it")
     return Secrets(
-        webhook_signing_keys=webhook_signing_keys(env),
-        stripe_secret_key=optional_secret(env, SECRET_KEY),
+        webhook_signing_keys=(
+            webhook_signing_keys(env) if uses_stripe or env.get(WEBHOOK_SIGNING_KEY) else ()
+        ),
+        stripe_secret_key=secret_key,
         stripe_publishable_key=optional_secret(env, PUBLISHABLE_KEY),
     )
 

@@ -16,13 +16,28 @@ from aiohttp import web
 from ..config import Settings
 from ..mycelium.messages import MessageSender
 from ..mycelium.proof import public_key_of
-from ..payments.base import WebhookParser
+from ..payments.base import PaymentProvider, WebhookParser
+from ..payments.stub import StubCheckouts
 from ..store import Store, deliveries, logins, web_sessions
-from . import login
+from . import login, purchase, stub_checkout
 from .guards import csrf_middleware, page_errors_middleware
 from .health import health, ready
-from .keys import CLOCK, LOGIN_KEY, LOGIN_PUBLIC_KEY, MESSENGER, SETTINGS, STORE, STRIPE
+from .keys import (
+    CHECKOUTS,
+    CLOCK,
+    LOGIN_KEY,
+    LOGIN_PUBLIC_KEY,
+    MESSENGER,
+    METRICS,
+    RECENT_ASKS,
+    SETTINGS,
+    STORE,
+    STRIPE,
+)
+from .metrics import new_metrics
+from .metrics_routes import metrics_page, timing_middleware
 from .pages import setup_pages
+from .recent import RecentAsks
 from .webhooks import stripe_webhook
 
 log = logging.getLogger(__name__)
@@ -31,29 +46,37 @@ PRUNE_INTERVAL_S: Final = 3600.0
 PRUNE_BATCH: Final = 5000
 # Challenges stay a day past expiry: rate limits count them for an hour, people ask about them.
 LOGIN_GRACE_S: Final = 86400
+# The return page asks the provider about one checkout at most this often, however it is
+# reloaded; the webhook credits the payment regardless.
+PROVIDER_ASK_INTERVAL_S: Final = 2.0
 
 
 def create_app(
     settings: Settings,
     store: Store,
-    stripe_webhooks: WebhookParser,
+    stripe_webhooks: WebhookParser | None,
     *,
+    checkouts: PaymentProvider,
     messenger: MessageSender,
     login_key: bytes,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """Build the public app. The caller owns `store` and `messenger`'s connections.
+    """Build the public app. The caller owns `store`, `checkouts` and `messenger`'s connections.
 
-    `messenger` carries login codes (a Mycelium node, or the sandbox outbox); `login_key` is
-    the server's x25519 private key for key proofs.
+    `checkouts` opens hosted payment pages (Stripe, or the stub); without `stripe_webhooks` (the
+    stub provider and no signing key) there is no webhook endpoint. `messenger` carries login
+    codes (a Mycelium node, or the sandbox outbox); `login_key` is the server's x25519 private
+    key for key proofs.
     """
     app = web.Application(
         client_max_size=settings.webhook_max_bytes,
-        middlewares=[page_errors_middleware, csrf_middleware],
+        middlewares=[timing_middleware, page_errors_middleware, csrf_middleware],
     )
     app[SETTINGS] = settings
     app[STORE] = store
-    app[STRIPE] = stripe_webhooks
+    app[CHECKOUTS] = checkouts
+    app[METRICS] = new_metrics()
+    app[RECENT_ASKS] = RecentAsks(PROVIDER_ASK_INTERVAL_S)
     app[CLOCK] = clock
     app[MESSENGER] = messenger
     app[LOGIN_KEY] = login_key
@@ -61,8 +84,14 @@ def create_app(
     setup_pages(app)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
-    app.router.add_post("/webhooks/stripe", stripe_webhook)
+    app.router.add_get("/metrics", metrics_page)
+    if stripe_webhooks is not None:
+        app[STRIPE] = stripe_webhooks
+        app.router.add_post("/webhooks/stripe", stripe_webhook)
     app.add_routes(login.routes)
+    app.add_routes(purchase.routes)
+    if isinstance(checkouts, StubCheckouts):
+        app.add_routes(stub_checkout.routes)
     app.cleanup_ctx.append(_pruning)
     return app
 

@@ -8,8 +8,10 @@ from aiohttp import web
 
 from ..config import Settings
 from ..mycelium.messages import MessageSender
-from ..payments.base import WebhookParser
+from ..payments.base import PaymentProvider, WebhookParser
 from ..store import Store
+from .metrics import Metrics
+from .recent import RecentAsks
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -18,3 +20,6 @@ CLOCK = web.AppKey("clock", Callable[[], float])
 MESSENGER = web.AppKey("messenger", MessageSender)
 LOGIN_KEY = web.AppKey("login_key", bytes)  # the server's x25519 private key for key proofs
 LOGIN_PUBLIC_KEY = web.AppKey("login_public_key", str)  # its public half, hex, for the pages
+CHECKOUTS = web.AppKey("checkouts", PaymentProvider)  # opens hosted checkouts, reads them back
+METRICS = web.AppKey("metrics", Metrics)
+RECENT_ASKS = web.AppKey("recent_asks", RecentAsks)  # throttles asking the provider

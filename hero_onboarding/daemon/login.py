@@ -9,7 +9,6 @@ opens a session.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 from dataclasses import replace
@@ -19,10 +18,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..money import format_amount
 from ..mycelium.address import AddressError, parse_address
 from ..mycelium.messages import NodeError, NodeUnavailable, SandboxOutbox
-from ..store import balances, logins
+from ..store import logins
 from ..store.logins import Challenge
 from .auth import end_session, session_token_of, start_session, token_hash, visitor_of
 from .challenges import (
@@ -37,6 +35,8 @@ from .challenges import (
 from .guards import authenticated, current_user
 from .keys import CLOCK, LOGIN_KEY, LOGIN_PUBLIC_KEY, MESSENGER, SETTINGS, STORE
 from .pages import message_page, render
+from .peers import client_address
+from .purchase import dashboard
 
 log = logging.getLogger(__name__)
 
@@ -49,33 +49,6 @@ NO_CODE_SENT: Final = (
 routes = web.RouteTableDef()
 
 
-def client_address(request: web.Request) -> str:
-    """Who is asking: the TCP peer, or, from a trusted reverse proxy, what it saw.
-
-    The header is believed only from a peer in --trusted-proxies; with X-Forwarded-For only its
-    last entry, the one the proxy added; the ones before it are whatever the client sent.
-    """
-    settings = request.app[SETTINGS]
-    peer = request.remote or "unknown"
-    if settings.client_ip_header and _within(peer, settings.trusted_proxy_networks):
-        forwarded = request.headers.get(settings.client_ip_header, "").split(",")[-1].strip()
-        try:
-            return str(ipaddress.ip_address(forwarded))
-        except ValueError:
-            pass
-    return peer
-
-
-def _within(
-    address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
-
-
 def see_other(location: str) -> web.Response:
     """A 303 that can carry cookies (a raised HTTPSeeOther cannot)."""
     return web.Response(status=303, headers={"Location": location})
@@ -86,11 +59,7 @@ async def home(request: web.Request) -> web.Response:
     visitor = await visitor_of(request)
     if visitor.user is None:
         return await render(request, "login.html", address="", error=None)
-    balance = await request.app[STORE].read(partial(balances.get, sid=visitor.user.sid))
-    shown = (
-        "unknown" if balance is None else format_amount(balance.credit_balance, balance.currency)
-    )
-    return await render(request, "home.html", balance=shown)
+    return await dashboard(request, visitor.user)
 
 
 @routes.post("/login")

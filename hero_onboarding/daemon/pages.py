@@ -6,6 +6,7 @@ runs in sandbox mode, and headers that keep it out of frames, caches and other s
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,13 +31,19 @@ SECURITY_HEADERS: Final = {
 
 
 def setup_pages(app: web.Application) -> None:
-    aiohttp_jinja2.setup(
+    env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader(__package__, "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["utc"] = utc_time
     app.router.add_static("/static", STATIC_DIR, append_version=False)
+
+
+def utc_time(timestamp: int) -> str:
+    """Unix seconds as people read them; UTC, because the server cannot know the reader's zone."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 async def render(

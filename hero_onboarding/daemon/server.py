@@ -11,7 +11,9 @@ from aiohttp import web
 from ..config import Secrets, Settings, StartupError
 from ..mycelium.messages import MessageSender, MyceliumNode, SandboxOutbox
 from ..mycelium.proof import ProofError, load_or_create_key
-from ..payments.stripe_provider import StripeWebhooks
+from ..payments.base import PaymentProvider
+from ..payments.stripe_provider import StripeCheckouts, StripeWebhooks
+from ..payments.stub import StubCheckouts
 from ..serving import listening, open_store
 from .app import create_app
 
@@ -30,6 +32,19 @@ def stripe_livemode(secrets: Secrets) -> bool | None:
     return None
 
 
+def payment_provider(settings: Settings, secrets: Secrets) -> PaymentProvider:
+    """The provider --provider names; Stripe needs its secret key (control/ checked it)."""
+    if settings.provider == "stub":
+        return StubCheckouts(settings.public_url)
+    if secrets.stripe_secret_key is None:
+        raise StartupError("--provider=stripe needs STRIPE_SANDBOX_SECRET_KEY")
+    return StripeCheckouts(
+        secrets.stripe_secret_key,
+        api_base=settings.stripe_api_base,
+        timeout_s=settings.provider_timeout_s,
+    )
+
+
 async def serve(settings: Settings, secrets: Secrets, stop: asyncio.Event) -> None:
     """Open the store, listen, serve until `stop` is set, then drain and close.
 
@@ -44,19 +59,34 @@ async def serve(settings: Settings, secrets: Secrets, stop: asyncio.Event) -> No
             raise StartupError(
                 f"cannot use the login key {settings.login_key_path}: {exc}"
             ) from exc
-        webhooks = StripeWebhooks(
-            secrets.webhook_signing_keys,
-            tolerance_s=settings.webhook_tolerance_s,
-            livemode=stripe_livemode(secrets),
-        )
-        async with aiohttp.ClientSession() as http:
-            messenger: MessageSender = (
-                SandboxOutbox()
-                if settings.mode == "sandbox"
-                else MyceliumNode(settings.mycelium_api_url, http)
+        webhooks = (
+            StripeWebhooks(
+                secrets.webhook_signing_keys,
+                tolerance_s=settings.webhook_tolerance_s,
+                livemode=stripe_livemode(secrets),
             )
-            app = create_app(settings, store, webhooks, messenger=messenger, login_key=login_key)
-            await _serve(app, settings, stop)
+            if secrets.webhook_signing_keys
+            else None
+        )
+        checkouts = payment_provider(settings, secrets)
+        try:
+            async with aiohttp.ClientSession() as http:
+                messenger: MessageSender = (
+                    SandboxOutbox()
+                    if settings.mode == "sandbox"
+                    else MyceliumNode(settings.mycelium_api_url, http)
+                )
+                app = create_app(
+                    settings,
+                    store,
+                    webhooks,
+                    checkouts=checkouts,
+                    messenger=messenger,
+                    login_key=login_key,
+                )
+                await _serve(app, settings, stop)
+        finally:
+            await checkouts.close()
     finally:
         await store.close()
     log.info("stopped")

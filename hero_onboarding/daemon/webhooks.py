@@ -9,6 +9,7 @@ we failed, so Stripe retries until we can take it.
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 
 import apsw
@@ -18,7 +19,8 @@ from ..billing import Fulfilment, Outcome, apply_event
 from ..payments.base import InvalidPayload, InvalidSignature, ProviderEvent
 from ..store import deliveries
 from ..store.deliveries import Delivery
-from .keys import CLOCK, SETTINGS, STORE, STRIPE
+from .keys import CLOCK, METRICS, SETTINGS, STORE, STRIPE
+from .metrics import UNVERIFIED
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,14 @@ _LOG_LEVEL = {
 
 
 async def stripe_webhook(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    try:
+        return await _handle(request)
+    finally:
+        request.app[METRICS].webhook_seconds.observe(time.perf_counter() - started)
+
+
+async def _handle(request: web.Request) -> web.Response:
     app = request.app
     settings, store, parser = app[SETTINGS], app[STORE], app[STRIPE]
     received_at = int(app[CLOCK]())
@@ -48,6 +58,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     try:
         event = parser.parse_webhook(body, request.headers)
     except InvalidSignature as exc:
+        app[METRICS].signature_failures.inc()
         return await _reject(request, 401, str(exc), received_at=received_at)
     except InvalidPayload as exc:
         return await _reject(request, 400, str(exc), received_at=received_at, verified=True)
@@ -75,8 +86,11 @@ async def stripe_webhook(request: web.Request) -> web.Response:
                 type=event.raw_type,
             ),
         )
+        app[METRICS].webhook(event.raw_type, "error")
         return _error(500, "internal error; the delivery will be retried")
 
+    app[METRICS].webhook(event.raw_type, result.outcome.value)
+    app[METRICS].fulfilled("webhook", result, event.currency)
     log.log(
         _LOG_LEVEL.get(result.outcome, logging.INFO),
         "webhook %s %s: %s%s%s",
@@ -117,6 +131,7 @@ async def _too_large(request: web.Request, received_at: int) -> web.Response:
 async def _reject(
     request: web.Request, status: int, reason: str, *, received_at: int, verified: bool = False
 ) -> web.Response:
+    request.app[METRICS].webhook(UNVERIFIED if not verified else "other", "rejected")
     log.warning("webhook rejected (%d): %s", status, reason)
     await _record_quietly(
         request,

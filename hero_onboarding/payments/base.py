@@ -46,6 +46,24 @@ class ProviderEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckoutRequest:
+    """What we ask a provider to charge one user, and where the buyer comes back to.
+
+    `success_url` may hold `{CHECKOUT_SESSION_ID}`, which the provider replaces with the id.
+    `idempotency_key` makes a retried or double-submitted request one checkout, not two.
+    """
+
+    sid: str
+    address: str
+    amount: int
+    currency: str
+    success_url: str
+    cancel_url: str
+    expires_at: int
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
 class Checkout:
     """A hosted payment page the buyer is sent to."""
 
@@ -91,11 +109,24 @@ class WebhookParser(Protocol):
         ...
 
 
-class PaymentProvider(WebhookParser, Protocol):
-    """A full provider: creates hosted checkouts and reports on them."""
+class PaymentProvider(Protocol):
+    """Creates hosted checkouts and reports on them (webhooks are a WebhookParser's job).
 
-    async def create_checkout(
-        self, *, sid: str, address: str, amount: int, currency: str, idempotency_key: str
-    ) -> Checkout: ...
+    A provider is owned by the daemon that made it, which calls `close` on the way out.
+    """
 
-    async def retrieve_checkout(self, checkout_id: str) -> ProviderEvent | None: ...
+    name: str
+
+    async def create_checkout(self, request: CheckoutRequest) -> Checkout:
+        """Open a hosted checkout; raises ProviderError when the provider cannot be asked."""
+        ...
+
+    async def retrieve_checkout(self, checkout_id: str) -> ProviderEvent | None:
+        """What the provider says about a checkout now, read as the webhook announcing it.
+
+        None while nothing has happened yet (the buyer has not paid, nor has it expired).
+        Raises ProviderError when the provider cannot be asked.
+        """
+        ...
+
+    async def close(self) -> None: ...

@@ -17,6 +17,8 @@ import stripe
 from ..config import Secret
 from .base import (
     MAX_AMOUNT,
+    Checkout,
+    CheckoutRequest,
     EventKind,
     InvalidPayload,
     InvalidSignature,
@@ -119,23 +121,68 @@ class StripeWebhooks:
 class StripeCheckouts:
     """Stripe's Checkout Sessions through the official SDK (async over aiohttp, retries on).
 
-    Reconciliation reads paid sessions here; each is normalised exactly as its
-    checkout.session.completed webhook would be, so both paths credit the same ledger row.
+    Sessions read back (on the return page, or in reconciliation) are normalised exactly as
+    their checkout.session.* webhook would be, so every path credits the same ledger row.
     """
 
     name: str = PROVIDER
 
-    def __init__(self, secret_key: Secret, *, api_base: str | None = None) -> None:
-        self._http = stripe.AIOHTTPClient()
+    def __init__(
+        self, secret_key: Secret, *, api_base: str | None = None, timeout_s: float = 20.0
+    ) -> None:
+        self._http = stripe.AIOHTTPClient(timeout=timeout_s)
         self._client = stripe.StripeClient(
             secret_key.reveal(),
             http_client=self._http,
             base_addresses={"api": api_base} if api_base else None,
-            max_network_retries=2,
+            max_network_retries=MAX_NETWORK_RETRIES,
         )
 
     async def close(self) -> None:
         await self._http.close_async()
+
+    async def create_checkout(self, request: CheckoutRequest) -> Checkout:
+        metadata = {"sid": request.sid, "address": request.address}
+        params: dict[str, Any] = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": request.currency,
+                        "unit_amount": request.amount,
+                        "product_data": {"name": PRODUCT_NAME},
+                    },
+                }
+            ],
+            "success_url": request.success_url,
+            "cancel_url": request.cancel_url,
+            "client_reference_id": request.sid,
+            "metadata": metadata,
+            "payment_intent_data": {"metadata": metadata},
+            "expires_at": request.expires_at,
+            # Credits are sold in our currency at our price: a converted local price would
+            # change amount_total and currency under us, and the ledger keeps one currency.
+            "adaptive_pricing": {"enabled": False},
+        }
+        try:
+            session = await self._client.v1.checkout.sessions.create_async(
+                params, {"idempotency_key": request.idempotency_key}
+            )
+        except stripe.StripeError as exc:
+            raise ProviderError(_stripe_failure(exc)) from None
+        if not isinstance(session.url, str) or not session.url.startswith(("https://", "http://")):
+            raise ProviderError("Stripe answered without a payment page URL")
+        return Checkout(id=session.id, url=session.url, expires_at=session.expires_at)
+
+    async def retrieve_checkout(self, checkout_id: str) -> ProviderEvent | None:
+        try:
+            session = await self._client.v1.checkout.sessions.retrieve_async(
+                checkout_id, {"expand": ["payment_intent"]}
+            )
+        except stripe.StripeError as exc:
+            raise ProviderError(_stripe_failure(exc)) from None
+        return session_event(session.to_dict(), source="retrieve")
 
     async def settled_since(self, since: int) -> list[ProviderEvent]:
         created = {"gte": since}
@@ -145,9 +192,9 @@ class StripeCheckouts:
         refunds = await self._list(
             self._client.v1.events.list_async, {"created": created, "type": "charge.refunded"}
         )
-        paid = [_as_completed_event(session) for session in sessions]
+        paid = [session_event(session, source="reconcile") for session in sessions]
         return [
-            *(event for event in paid if event.kind in (EventKind.PAID, EventKind.IGNORED)),
+            *(e for e in paid if e is not None and e.kind in (EventKind.PAID, EventKind.IGNORED)),
             *reversed([_as_event(event) for event in refunds]),  # oldest refund first
         ]
 
@@ -170,19 +217,49 @@ class StripeCheckouts:
 
 
 MAX_RECONCILE_PAGES: Final = 100
+MAX_NETWORK_RETRIES: Final = 2
+PRODUCT_NAME: Final = "Hero credits"
 
 
-def _as_completed_event(session: dict[str, Any]) -> ProviderEvent:
-    """A listed session, read as the checkout.session.completed event announcing it."""
+def session_event(session: dict[str, Any], *, source: str) -> ProviderEvent | None:
+    """A session read from the API, as the webhook announcing its state would be read.
+
+    None for a session still open: nothing has happened to it yet. `source` names where it was
+    read (the event id is `<source>:<session id>`, so the ledger says which path credited).
+    """
+    status = session.get("status")
+    if status == "open":
+        return None
     return _as_event(
         {
             "object": "event",
-            "id": f"reconcile:{session.get('id')}",
-            "type": "checkout.session.completed",
+            "id": f"{source}:{session.get('id')}",
+            "type": _announcing_type(session) or f"checkout.session.status.{str(status)[:40]}",
             "livemode": session.get("livemode"),
             "data": {"object": session},
         }
     )
+
+
+def _announcing_type(session: dict[str, Any]) -> str | None:
+    """The webhook type that reports what a session's state says.
+
+    A delayed payment that failed leaves the session complete and unpaid for good; only its
+    PaymentIntent (when expanded) tells "still settling" from "failed".
+    """
+    status = session.get("status")
+    if status == "expired":
+        return "checkout.session.expired"
+    if status != "complete":
+        return None
+    intent = session.get("payment_intent")
+    intent_status = intent.get("status") if isinstance(intent, dict) else None
+    if session.get("payment_status") == "unpaid" and intent_status in _FAILED_INTENT:
+        return "checkout.session.async_payment_failed"
+    return "checkout.session.completed"
+
+
+_FAILED_INTENT: Final = ("requires_payment_method", "canceled")
 
 
 def _as_event(event: dict[str, Any]) -> ProviderEvent:

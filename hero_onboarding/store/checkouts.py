@@ -49,22 +49,26 @@ class CheckoutSession:
 _COLUMNS = "id, sid, provider, amount, currency, status, url, created_at, expires_at, completed_at"
 
 
-def insert(conn: apsw.Connection, checkout: CheckoutSession) -> None:
-    conn.execute(
-        f"INSERT INTO checkout_sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            checkout.id,
-            checkout.sid,
-            checkout.provider,
-            checkout.amount,
-            checkout.currency,
-            checkout.status.value,
-            checkout.url,
-            checkout.created_at,
-            checkout.expires_at,
-            checkout.completed_at,
-        ),
+def insert(conn: apsw.Connection, checkout: CheckoutSession) -> bool:
+    """Insert `checkout` unless its id is known (a provider replayed an idempotent create)."""
+    values = (
+        checkout.id,
+        checkout.sid,
+        checkout.provider,
+        checkout.amount,
+        checkout.currency,
+        checkout.status.value,
+        checkout.url,
+        checkout.created_at,
+        checkout.expires_at,
+        checkout.completed_at,
     )
+    conn.execute(
+        f"INSERT INTO checkout_sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (id) DO NOTHING",
+        values,
+    )
+    return conn.changes() == 1
 
 
 def get(conn: apsw.Connection, checkout_id: str) -> CheckoutSession | None:
@@ -105,3 +109,15 @@ def page(
 def count_by_status(conn: apsw.Connection) -> dict[str, int]:
     rows = conn.execute("SELECT status, COUNT(*) FROM checkout_sessions GROUP BY status")
     return dict(rows.fetchall())
+
+
+def of_user(
+    conn: apsw.Connection, sid: str, statuses: tuple[CheckoutStatus, ...], *, limit: int
+) -> list[CheckoutSession]:
+    """A user's checkouts in any of `statuses`, newest first."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM checkout_sessions WHERE sid = ?"
+        f" AND status IN ({', '.join('?' * len(statuses))}) ORDER BY created_at DESC, id LIMIT ?",
+        (sid, *(s.value for s in statuses), limit),
+    ).fetchall()
+    return [CheckoutSession(*row[:5], CheckoutStatus(row[5]), *row[6:]) for row in rows]

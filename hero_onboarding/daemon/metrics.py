@@ -1,0 +1,102 @@
+"""What the public daemon counts and times, for GET /metrics (Prometheus).
+
+Each app gets its own CollectorRegistry (no process-global state), so two apps in one process,
+as in the tests, count separately. Label values come from short fixed sets, never from what a
+client sent, so a hostile client cannot grow the series without bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from ..billing import Fulfilment, Outcome
+
+PREFIX: Final = "hero_onboarding_"
+# Webhook types we act on keep their own label; any other verified type is counted as "other".
+KNOWN_EVENT_TYPES: Final = frozenset({
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "checkout.session.expired",
+    "charge.refunded",
+})  # fmt: skip
+UNVERIFIED: Final = "unverified"
+# Request latencies: a page is a few ms, a checkout waits on the provider for up to seconds.
+LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    checkouts_created: Counter
+    checkout_failures: Counter
+    webhooks: Counter
+    signature_failures: Counter
+    credits_applied: Counter
+    credited_minor_units: Counter
+    duplicates_ignored: Counter
+    request_seconds: Histogram
+    webhook_seconds: Histogram
+    provider_seconds: Histogram
+
+    def fulfilled(self, source: str, result: Fulfilment, currency: str | None) -> None:
+        """Count what one call to billing.fulfil did, by the path that made it."""
+        if result.outcome is Outcome.CREDITED:
+            self.credits_applied.labels(source, currency or "").inc()
+            self.credited_minor_units.labels(source, currency or "").inc(result.amount)
+        elif result.outcome is Outcome.DUPLICATE:
+            self.duplicates_ignored.labels(source).inc()
+
+    def webhook(self, event_type: str, outcome: str) -> None:
+        label = event_type if event_type in KNOWN_EVENT_TYPES else "other"
+        self.webhooks.labels(label, outcome).inc()
+
+
+def new_metrics() -> Metrics:
+    registry = CollectorRegistry()
+
+    def counter(name: str, doc: str, *labels: str) -> Counter:
+        return Counter(PREFIX + name, doc, labels, registry=registry)
+
+    def histogram(name: str, doc: str, *labels: str) -> Histogram:
+        return Histogram(PREFIX + name, doc, labels, buckets=LATENCY_BUCKETS, registry=registry)
+
+    return Metrics(
+        registry=registry,
+        checkouts_created=counter(
+            "checkouts_created", "Hosted checkouts opened for a buyer", "provider"
+        ),
+        checkout_failures=counter(
+            "checkout_failures", "Checkouts the provider could not open", "provider"
+        ),
+        webhooks=counter(
+            "webhooks", "Webhook deliveries by event type and outcome", "type", "outcome"
+        ),
+        signature_failures=counter(
+            "webhook_signature_failures", "Webhook deliveries refused for their signature"
+        ),
+        credits_applied=counter(
+            "credits_applied", "Payments credited to a balance", "source", "currency"
+        ),
+        credited_minor_units=counter(
+            "credited_minor_units", "Minor units credited to balances", "source", "currency"
+        ),
+        duplicates_ignored=counter(
+            "duplicates_ignored", "Reports of a payment that was already credited", "source"
+        ),
+        request_seconds=histogram(
+            "http_request_duration_seconds", "Time to answer a request", "route", "method"
+        ),
+        webhook_seconds=histogram(
+            "webhook_duration_seconds", "Time to verify, fulfil and record one webhook"
+        ),
+        provider_seconds=histogram(
+            "provider_request_duration_seconds",
+            "Time the payment provider took to answer",
+            "operation",
+            "result",
+        ),
+    )
