@@ -101,17 +101,17 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def authenticated(handler: Handler) -> Handler:
-    """For routes that need a logged-in user: pages send visitors to log in, forms get 401."""
+    """For routes that need a logged-in user: a visitor without a session is sent to log in.
+
+    A 303 to the login page for forms too: a form posted after the session ended lands where
+    the person can log in again, rather than on an error.
+    """
 
     @wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         visitor = await visitor_of(request)
         if visitor.user is None:
-            if request.method in SAFE_METHODS:
-                raise web.HTTPSeeOther("/")
-            return await message_page(
-                request, 401, "Please log in", "Your session has ended. Log in again to go on."
-            )
+            raise web.HTTPSeeOther("/")
         return await handler(request)
 
     return guarded

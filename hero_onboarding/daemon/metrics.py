@@ -51,7 +51,9 @@ class Metrics:
             self.duplicates_ignored.labels(source).inc()
 
     def webhook(self, event_type: str, outcome: str) -> None:
-        label = event_type if event_type in KNOWN_EVENT_TYPES else "other"
+        label = (
+            event_type if event_type in KNOWN_EVENT_TYPES or event_type == UNVERIFIED else "other"
+        )
         self.webhooks.labels(label, outcome).inc()
 
 

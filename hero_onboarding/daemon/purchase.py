@@ -21,7 +21,7 @@ from aiohttp import web
 
 from ..billing import fulfil
 from ..money import format_amount, parse_major, parse_minor
-from ..payments.base import CheckoutRequest, ProviderError, ProviderEvent
+from ..payments.base import CheckoutRequest, EventKind, ProviderError, ProviderEvent
 from ..store import balances, checkouts, ledger
 from ..store.balances import Balance
 from ..store.checkouts import CheckoutSession, CheckoutStatus
@@ -221,6 +221,9 @@ async def _ask_provider(request: web.Request, row: CheckoutSession) -> CheckoutS
         return row
     metrics.provider_seconds.labels("retrieve", "ok").observe(time.perf_counter() - started)
     if event is None:
+        return row
+    if event.kind is EventKind.IGNORED:
+        log.warning("checkout %s read back, nothing to act on: %s", row.id, event.note)
         return row
     if not _is_about(event, row):
         log.error(

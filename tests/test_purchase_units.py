@@ -1,0 +1,124 @@
+"""The small parts of buying: reading amounts, reading sessions back, throttling, secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from hero_onboarding.control.secrets import SecretsError, secrets_from_env
+from hero_onboarding.daemon.recent import RecentAsks
+from hero_onboarding.money import parse_major, parse_minor
+from hero_onboarding.payments.base import EventKind
+from hero_onboarding.payments.stripe_provider import session_event
+from tests.conftest import SIGNING_SECRET
+
+
+@pytest.mark.parametrize(
+    ("typed", "currency", "minor"),
+    [
+        ("12.50", "usd", 1250),
+        ("12.5", "usd", 1250),
+        ("12", "usd", 1200),
+        ("5.", "usd", 500),
+        (".5", "usd", 50),
+        ("1,000.00", "usd", 100000),
+        ("$5", "usd", 500),
+        (" 7 ", "usd", 700),
+        ("500", "jpy", 500),
+    ],
+)
+def test_amounts_people_type_are_read_in_whole_units(typed, currency, minor) -> None:
+    assert parse_major(typed, currency) == minor
+
+
+@pytest.mark.parametrize(
+    ("typed", "currency", "says"),
+    [
+        ("12.505", "usd", "at most 2 decimals in USD"),
+        ("5.5", "jpy", "no decimals in JPY"),
+        ("-5", "usd", "must be a number"),
+        ("+5", "usd", "must be a number"),
+        ("1e3", "usd", "must be a number"),
+        ("\uff15", "usd", "must be a number"),  # a full-width 5
+        (".", "usd", "must be a number"),
+        ("1.2.3", "usd", "must be a number"),
+        ("", "usd", "must be a number"),
+        ("9" * 13, "usd", "far too large"),
+    ],
+)
+def test_amounts_that_are_not_plain_numbers_are_refused(typed, currency, says) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_major(typed, currency)
+
+
+@pytest.mark.parametrize("typed", ["-1", "1.0", "1e3", "", " ", "١٢", "0x10"])
+def test_minor_units_are_digits_only(typed: str) -> None:
+    with pytest.raises(ValueError, match="whole number of minor units"):
+        parse_minor(typed)
+
+
+def session(**fields: object) -> dict[str, object]:
+    return {
+        "object": "checkout.session",
+        "id": "cs_test_1",
+        "client_reference_id": "sid-1",
+        "amount_total": 1000,
+        "currency": "usd",
+        "livemode": False,
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "kind"),
+    [
+        ({"status": "complete", "payment_status": "paid", "payment_intent": "pi_1"}, "paid"),
+        (
+            {"status": "complete", "payment_status": "unpaid",
+             "payment_intent": {"id": "pi_1", "status": "processing"}},
+            "pending",
+        ),
+        (
+            {"status": "complete", "payment_status": "unpaid",
+             "payment_intent": {"id": "pi_1", "status": "requires_payment_method"}},
+            "failed",
+        ),
+        ({"status": "expired", "payment_status": "unpaid", "payment_intent": None}, "expired"),
+        ({"status": "weird"}, "ignored"),
+    ],
+)  # fmt: skip
+def test_a_session_read_back_is_the_event_that_announces_it(fields, kind) -> None:
+    event = session_event(session(**fields), source="retrieve")
+    assert event is not None
+    assert event.kind is EventKind(kind)
+    assert event.event_id == "retrieve:cs_test_1"
+    if event.kind is not EventKind.IGNORED:
+        assert event.checkout_id == "cs_test_1"
+    if event.kind is EventKind.PAID:
+        assert (event.sid, event.amount, event.external_ref) == ("sid-1", 1000, "pi_1")
+
+
+def test_an_open_session_has_nothing_to_report() -> None:
+    assert session_event(session(status="open", payment_status="unpaid"), source="x") is None
+
+
+def test_the_provider_is_asked_once_per_interval_per_checkout() -> None:
+    asks = RecentAsks(2.0, limit=2)
+    assert asks.may_ask("a", 100.0)
+    assert not asks.may_ask("a", 101.9)
+    assert asks.may_ask("b", 101.9)
+    assert asks.may_ask("a", 102.0)
+    assert asks.may_ask("c", 102.0)  # over the limit: "b", the oldest, is forgotten
+    assert asks.may_ask("b", 102.1)
+
+
+def test_stripe_needs_both_secrets_and_the_stub_neither() -> None:
+    both = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET, "STRIPE_SANDBOX_SECRET_KEY": "sk_x"}
+    assert secrets_from_env(both, provider="stripe").stripe_secret_key is not None
+    with pytest.raises(SecretsError, match="STRIPE_SANDBOX_SECRET_KEY is not set"):
+        secrets_from_env({"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET}, provider="stripe")
+    with pytest.raises(SecretsError, match="STRIPE_WEBHOOK_SIGNING_KEY is not set"):
+        secrets_from_env({"STRIPE_SANDBOX_SECRET_KEY": "sk_x"}, provider="stripe")
+    stub = secrets_from_env({}, provider="stub")
+    assert (stub.webhook_signing_keys, stub.stripe_secret_key) == ((), None)
+    with_hooks = secrets_from_env({"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET}, provider="stub")
+    assert len(with_hooks.webhook_signing_keys) == 1
