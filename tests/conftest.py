@@ -24,8 +24,10 @@ from hero_onboarding.sandbox.app import create_sandbox_app
 from hero_onboarding.sandbox.config import SandboxConfig, WebhookEndpoint
 from hero_onboarding.store import Store, balances, ledger, users
 from hero_onboarding.store.users import User
+from tests.login_kit import Browser
 from tests.processes import free_port
 from tests.sandbox_kit import API_KEY, FakeClock, Harness, Receiver, schema_check_hook
+from tests.shop_kit import Relay, Shop, shop_settings, stripe_checkouts
 
 SIGNING_SECRET = "whsec_test_" + "a1" * 16
 OTHER_SECRET = "whsec_test_" + "b2" * 16
@@ -176,4 +178,41 @@ async def clocked_sandbox(
     harness = await start_sandbox(aiohttp_server, sandbox_config(receiver.url), clock=clock)
     yield harness
     await harness.close()
+    assert harness.schema_failures == []
+
+
+# --- the daemon selling through the sandbox (tests/shop_kit.py) ---
+
+
+@pytest.fixture
+async def shop(
+    tmp_path: Path, aiohttp_server, aiohttp_client, webhooks: StripeWebhooks
+) -> AsyncIterator[Shop]:
+    relay = Relay()
+    relay_app = web.Application()
+    relay_app.router.add_post("/hook", relay.handle)
+    relay_server = await aiohttp_server(relay_app)
+    harness = await start_sandbox(
+        aiohttp_server, sandbox_config(str(relay_server.make_url("/hook")))
+    )
+    port = free_port()
+    settings = shop_settings(tmp_path, port, harness.url)
+    relay.target = f"{settings.public_url}/webhooks/stripe"
+    store = await Store.open(settings.db_path)
+    outbox = SandboxOutbox()
+    provider = stripe_checkouts(harness.url)
+    async with aiohttp.ClientSession() as http:
+        relay.http = http
+        app = build_app(settings, store, webhooks, checkouts=provider, messenger=outbox)
+        server = await aiohttp_server(app, port=port)
+
+        async def new_browser() -> Browser:
+            return Browser(await aiohttp_client(server))
+
+        yield Shop(settings, store, harness, relay, outbox, new_browser)
+        relay.gate.set()
+        await server.close()
+    await provider.close()
+    await harness.close()
+    await store.close()
     assert harness.schema_failures == []

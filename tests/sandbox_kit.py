@@ -146,16 +146,7 @@ class Harness:
 
     async def pay(self, session_url: str, **fields: str) -> PageAnswer:
         """Fill in the hosted page's form (a paying card unless `fields` say otherwise)."""
-        form = {
-            "method": "card",
-            "email": "buyer@example.com",
-            "card_number": PAID_CARD,
-            "card_expiry": "12 / 34",
-            "card_cvc": "123",
-            "name": "Ada Buyer",
-            **fields,
-        }
-        return await self.submit(session_url, form)
+        return await self.submit(session_url, card_form(**fields))
 
     async def pay_by_bank(self, session_url: str, account: str = "000123456789") -> PageAnswer:
         """Pay with a test US bank account: completes unpaid, settles later."""
@@ -191,6 +182,19 @@ class Harness:
 
         await wait_until_async(settled, timeout=10, what=f"{count} deliveries settle")
         return list(reversed(await self.deliveries()))
+
+
+def card_form(**fields: str) -> dict[str, str]:
+    """The hosted page's form as a buyer fills it in (a paying card unless `fields` say not)."""
+    return {
+        "method": "card",
+        "email": "buyer@example.com",
+        "card_number": PAID_CARD,
+        "card_expiry": "12 / 34",
+        "card_cvc": "123",
+        "name": "Ada Buyer",
+        **fields,
+    }
 
 
 def schema_check_hook(failures: list[str]):  # type: ignore[no-untyped-def]

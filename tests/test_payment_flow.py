@@ -7,66 +7,26 @@ hosted page; the sandbox's signed webhooks come back to the daemon through a gat
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp import web
 
 from hero_onboarding.config import load_settings
 from hero_onboarding.mycelium.messages import SandboxOutbox
-from hero_onboarding.payments.stripe_provider import StripeWebhooks
-from hero_onboarding.store import Store, balances, ledger
+from hero_onboarding.store import balances, ledger
 from hero_onboarding.store.checkouts import CheckoutStatus
-from tests.conftest import build_app, sandbox_config, start_sandbox
+from tests.conftest import build_app
 from tests.login_kit import Browser
 from tests.processes import free_port
 from tests.shop_kit import (
     DECLINED_CARD,
     OTHER_ADDRESS,
-    Relay,
     Shop,
     log_in,
     metrics_of,
-    shop_settings,
     stripe_checkouts,
 )
-
-
-@pytest.fixture
-async def shop(
-    tmp_path: Path, aiohttp_server, aiohttp_client, webhooks: StripeWebhooks
-) -> AsyncIterator[Shop]:
-    relay = Relay()
-    relay_app = web.Application()
-    relay_app.router.add_post("/hook", relay.handle)
-    relay_server = await aiohttp_server(relay_app)
-    harness = await start_sandbox(
-        aiohttp_server, sandbox_config(str(relay_server.make_url("/hook")))
-    )
-    port = free_port()
-    settings = shop_settings(tmp_path, port, harness.url)
-    relay.target = f"{settings.public_url}/webhooks/stripe"
-    store = await Store.open(settings.db_path)
-    outbox = SandboxOutbox()
-    provider = stripe_checkouts(harness.url)
-    async with aiohttp.ClientSession() as http:
-        relay.http = http
-        app = build_app(settings, store, webhooks, checkouts=provider, messenger=outbox)
-        server = await aiohttp_server(app, port=port)
-
-        async def new_browser() -> Browser:
-            return Browser(await aiohttp_client(server))
-
-        yield Shop(settings, store, harness, relay, outbox, new_browser)
-        relay.gate.set()
-        await server.close()
-    await provider.close()
-    await harness.close()
-    await store.close()
-    assert harness.schema_failures == []
 
 
 async def balance_of(shop: Shop, browser: Browser) -> int:
@@ -335,6 +295,7 @@ async def test_a_custom_amount_is_read_in_whole_units(shop: Shop) -> None:
         ("", {"custom_amount": "12.505"}, "may have at most 2 decimals in USD"),
         ("", {"custom_amount": "ten"}, "must be a number such as 12.50"),
         ("", {"custom_amount": "2000"}, "2,000.00 USD cannot be bought here"),
+        ("", {"custom_amount": "<b>5</b>"}, 'value="&lt;b&gt;5&lt;/b&gt;"'),
     ],
 )
 async def test_an_amount_out_of_range_or_malformed_is_400_and_opens_nothing(

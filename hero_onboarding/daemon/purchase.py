@@ -50,7 +50,12 @@ class AmountError(ValueError):
 
 
 async def dashboard(
-    request: web.Request, user: WebSession, *, error: str | None = None, status: int = 200
+    request: web.Request,
+    user: WebSession,
+    *,
+    error: str | None = None,
+    typed_amount: str = "",
+    status: int = 200,
 ) -> web.Response:
     """Balance, what can be bought, what was bought, and what is still settling."""
     settings = request.app[SETTINGS]
@@ -74,6 +79,7 @@ async def dashboard(
         nonce=secrets.token_urlsafe(24),
         nonce_field=NONCE_FIELD,
         error=error,
+        typed_amount=typed_amount,
     )
 
 
@@ -98,7 +104,14 @@ async def start_checkout(request: web.Request) -> web.Response:
     try:
         amount = _amount_asked(request, form)
     except AmountError as exc:
-        return await dashboard(request, user, error=str(exc), status=400)
+        typed = form.get("custom_amount")
+        return await dashboard(
+            request,
+            user,
+            error=str(exc),
+            typed_amount=typed[:40] if isinstance(typed, str) else "",
+            status=400,
+        )
 
     now = int(app[CLOCK]())
     provider = app[CHECKOUTS]
