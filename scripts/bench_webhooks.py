@@ -192,7 +192,11 @@ def main() -> None:
         )
 
         port, trivial_port = free_port(), free_port()
-        env = {**os.environ, "STRIPE_WEBHOOK_SIGNING_KEY": SECRET}
+        env = {
+            **os.environ,
+            "STRIPE_WEBHOOK_SIGNING_KEY": SECRET,
+            "STRIPE_SANDBOX_SECRET_KEY": "sk_test_bench",  # no checkout is opened here
+        }
         server = start(
             [
                 CLI,
