@@ -23,6 +23,10 @@ PROVIDERS: Final = ("stripe", "stub")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 # Stripe accepts at most 8 digits for an amount in minor units (USD 999,999.99).
 STRIPE_MAX_AMOUNT: Final = 99_999_999
+# Stripe opens a Checkout Session only if it expires 30 min to 24 h after its creation; we keep
+# a margin for latency, retries and clock skew on top of the 30 minutes.
+STRIPE_MIN_CHECKOUT_S: Final = 1800
+CHECKOUT_EXPIRY_MARGIN_S: Final = 300
 
 
 class ConfigError(ValueError):
@@ -178,8 +182,11 @@ class Settings:
     )
     checkout_ttl_s: int = _setting(
         3600,
-        help="how long a checkout stays payable (Stripe allows 30 min to 24 h)",
-        check=_between(1800, 86400, " s"),
+        help="how long a checkout stays payable (Stripe allows 30 min to 24 h; we need 35 min)",
+        check=_between(STRIPE_MIN_CHECKOUT_S + CHECKOUT_EXPIRY_MARGIN_S, 86400, " s"),
+    )
+    checkout_max_per_hour: int = _setting(
+        20, help="checkouts one user may open per hour", check=_between(1, 10_000)
     )
     webhook_max_bytes: int = _setting(
         1 << 20, help="largest webhook body accepted", check=_between(1024, 64 << 20, " bytes")
@@ -337,6 +344,10 @@ def load_settings(
         raise ConfigError(
             f"--mode=sandbox lets anyone log in as any address (its login codes are shown on "
             f"/sandbox/outbox): listen on 127.0.0.1, ::1 or localhost, not {settings.host}"
+        )
+    if settings.provider == "stub" and settings.mode != "sandbox":
+        raise ConfigError(
+            "--provider=stub credits payments nobody made: it runs only with --mode=sandbox"
         )
     if settings.amount_min > settings.amount_max:
         raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 # Currencies whose minor unit is the whole unit (Stripe's list).
@@ -37,18 +38,28 @@ def parse_minor(text: str) -> int:
 def parse_major(text: str, currency: str) -> int:
     """`"12.50", "usd"` -> 1250: what a person types, in whole units; else ValueError saying why.
 
-    A thousands separator or a currency sign is tolerated; more decimals than the currency has
-    are refused rather than rounded, so nobody pays other than what they typed.
+    Decimals take a dot. A comma only groups thousands (`1,000.50`): "5,50" is refused rather
+    than read as 550, and more decimals than the currency has are refused, never rounded, so
+    nobody pays other than what they meant. A leading `$` is tolerated for USD.
     """
-    cleaned = text.strip().replace(",", "").removeprefix("$").strip()
-    decimals = decimals_of(currency)
+    cleaned = text.strip()
+    if currency.lower() == "usd":
+        cleaned = cleaned.removeprefix("$").strip()
     whole, _, fraction = cleaned.partition(".")
+    if "," in whole:
+        if not THOUSANDS.fullmatch(whole):
+            raise ValueError("must use a dot for decimals, such as 5.50")
+        whole = whole.replace(",", "")
     digits = whole + fraction
     if not digits.isascii() or not digits.isdigit():
         raise ValueError("must be a number such as 12.50")
+    decimals = decimals_of(currency)
     if len(fraction) > decimals:
         places = "no decimals" if decimals == 0 else f"at most {decimals} decimals"
         raise ValueError(f"may have {places} in {currency.upper()}")
     if len(whole) > 12:
         raise ValueError("is far too large")
     return int(whole or "0") * 10**decimals + int(fraction.ljust(decimals, "0") or "0")
+
+
+THOUSANDS: Final = re.compile(r"[0-9]{1,3}(,[0-9]{3})+")

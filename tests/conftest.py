@@ -203,13 +203,16 @@ async def shop(
     provider = stripe_checkouts(harness.url)
     async with aiohttp.ClientSession() as http:
         relay.http = http
-        app = build_app(settings, store, webhooks, checkouts=provider, messenger=outbox)
+        clock = FakeClock(time.time())  # real time, moved on only when a test says so
+        app = build_app(
+            settings, store, webhooks, checkouts=provider, messenger=outbox, clock=clock
+        )
         server = await aiohttp_server(app, port=port)
 
         async def new_browser() -> Browser:
             return Browser(await aiohttp_client(server))
 
-        yield Shop(settings, store, harness, relay, outbox, new_browser)
+        yield Shop(settings, store, harness, relay, outbox, new_browser, clock)
         relay.gate.set()
         await server.close()
     await provider.close()

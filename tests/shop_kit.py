@@ -24,7 +24,7 @@ from hero_onboarding.payments.stripe_provider import StripeCheckouts
 from hero_onboarding.store import Store, checkouts, deliveries
 from hero_onboarding.store.checkouts import CheckoutSession
 from tests.login_kit import Browser
-from tests.sandbox_kit import API_KEY, Harness
+from tests.sandbox_kit import API_KEY, FakeClock, Harness
 from tests.waiting import wait_until_async
 
 ADDRESS = "4a1:2b3c:4d5e:6f70:8192:a3b4:c5d6:e7f8"
@@ -88,6 +88,7 @@ class Shop:
     relay: Relay
     outbox: SandboxOutbox
     new_browser: Any  # async () -> Browser, each with its own cookie jar
+    clock: FakeClock  # the daemon's; the sandbox keeps real time
 
     async def log_in(self, address: str = ADDRESS) -> Browser:
         browser = await self.new_browser()

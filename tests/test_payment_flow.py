@@ -6,20 +6,28 @@ hosted page; the sandbox's signed webhooks come back to the daemon through a gat
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import time
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 
-from hero_onboarding.config import load_settings
+from hero_onboarding.config import Secret, load_settings
 from hero_onboarding.mycelium.messages import SandboxOutbox
-from hero_onboarding.store import balances, ledger
-from hero_onboarding.store.checkouts import CheckoutStatus
-from tests.conftest import build_app
+from hero_onboarding.payments.stripe_provider import StripeCheckouts
+from hero_onboarding.payments.stub import StubCheckouts
+from hero_onboarding.store import Store, balances, checkouts, ledger
+from hero_onboarding.store.checkouts import CheckoutSession, CheckoutStatus
+from tests.conftest import build_app, register
 from tests.login_kit import Browser
 from tests.processes import free_port
+from tests.sandbox_kit import API_KEY
 from tests.shop_kit import (
+    ADDRESS,
     DECLINED_CARD,
     OTHER_ADDRESS,
     Shop,
@@ -50,7 +58,6 @@ async def test_paying_credits_exactly_the_amount_once(shop: Shop) -> None:
     buyer = await shop.log_in()
     assert shown_balance((await buyer.get("/")).html) == "0.00 USD"
 
-    await shop.wait_for_outcomes()  # nothing yet
     checkout_id, back = await shop.pay(buyer, 1000)
     await shop.wait_for_outcomes("credited")
     assert await balance_of(shop, buyer) == 1000
@@ -122,7 +129,7 @@ async def test_a_declined_card_credits_nothing_and_the_pages_say_so(shop: Shop) 
     assert "We have not heard about your payment" in waiting.html
     assert '<meta http-equiv="refresh"' in waiting.html
     assert shown_balance(waiting.html) == "0.00 USD"
-    await shop.wait_for_outcomes()
+    assert await shop.sandbox.deliveries() == []  # a declined card emits no event
     assert await balance_of(shop, buyer) == 0
 
 
@@ -169,7 +176,7 @@ async def test_a_bank_payment_shows_as_processing_until_it_settles(shop: Shop) -
 
     shown = await buyer.get(f"/payment/return?session_id={checkout_id}")
     assert "Your bank payment of 30.00 USD is on its way" in shown.html
-    assert '<meta http-equiv="refresh"' in shown.html
+    assert "refresh" not in shown.html  # banks take days: no page reloading itself that long
     home = await buyer.get("/")
     assert "Payments in progress" in home.html
     assert checkout_id in home.html
@@ -242,6 +249,7 @@ async def test_a_form_sent_twice_opens_one_checkout(shop: Shop) -> None:
     assert nonce is not None
     form = {"amount": "1000", "checkout_nonce": nonce.group(1)}
     first = await buyer.post("/payment/intent", form)
+    shop.clock.advance(2)  # the second click comes a moment later: still the same checkout
     again = await buyer.post("/payment/intent", form)
     assert first.status == again.status == 303
     assert first.location == again.location
@@ -263,6 +271,7 @@ async def test_a_stale_form_for_a_paid_checkout_goes_to_its_receipt(shop: Shop) 
     await shop.sandbox.pay(first.location)
     await shop.wait_for_outcomes("credited")
 
+    shop.clock.advance(60)
     again = await buyer.post("/payment/intent", form)  # the back button, then submit
     checkout_id = first.location.rsplit("/", 1)[-1].split("#")[0]
     assert (again.status, again.location) == (303, f"/payment/return?session_id={checkout_id}")
@@ -446,3 +455,156 @@ async def test_metrics_are_not_served_outside_the_allowed_networks(
     async with client.get("/metrics") as response:
         assert response.status == 403
         assert "hero_onboarding" not in await response.text()
+
+
+# --- forms sent again, limits, and a provider that fails in the middle ---
+
+
+async def test_a_form_too_old_to_reuse_opens_a_fresh_checkout(shop: Shop) -> None:
+    buyer = await shop.log_in()
+    now = int(shop.clock())
+    reuse_s = shop.settings.checkout_ttl_s - 1800 - 300
+    stale = {"amount": "1000", "checkout_nonce": f"{now - reuse_s - 5}.{'s' * 24}"}
+    first = await buyer.post("/payment/intent", stale)
+    again = await buyer.post("/payment/intent", stale)
+    assert first.status == again.status == 303
+    assert first.location != again.location  # each a new checkout, neither refused by Stripe
+    future = {"amount": "1000", "checkout_nonce": f"{now + 3600}.{'f' * 24}"}
+    assert (await buyer.post("/payment/intent", future)).status == 303
+    sessions = shop.sandbox.engine.state.sessions.values()
+    assert len(sessions) == 3
+    assert all(s["expires_at"] >= now + shop.settings.checkout_ttl_s for s in sessions)
+
+
+async def test_reloading_the_return_page_asks_stripe_once_per_interval(shop: Shop) -> None:
+    buyer = await shop.log_in()
+    page = await shop.start_checkout(buyer, 1000)
+    checkout_id = page.rsplit("/", 1)[-1].split("#")[0]
+    for _ in range(5):
+        shown = await buyer.get(f"/payment/return?session_id={checkout_id}")
+        assert shown.status == 200
+    figures = await metrics_of(buyer)
+    asked = figures[
+        (
+            "hero_onboarding_provider_request_duration_seconds_count",
+            (("operation", "retrieve"), ("result", "ok")),
+        )
+    ]
+    assert asked == 1
+
+
+async def test_checkouts_per_user_are_limited_even_when_sent_at_once(
+    tmp_path: Path, store: Store, webhooks, aiohttp_client
+) -> None:
+    settings = load_settings(
+        {"HOME": str(tmp_path)},
+        {"data_dir": str(tmp_path / "data"), "mode": "sandbox", "checkout_max_per_hour": "3"},
+    )
+    outbox = SandboxOutbox()
+    stub = StubCheckouts(settings.public_url)
+    client = await aiohttp_client(build_app(settings, store, webhooks, messenger=outbox,
+                                            checkouts=stub))  # fmt: skip
+    buyer = Browser(client)
+    await log_in(buyer, outbox)
+    answers = await asyncio.gather(
+        *(buyer.post("/payment/intent?amount=1000", {}) for _ in range(8))
+    )
+    assert sorted(a.status for a in answers) == [303] * 3 + [429] * 5
+    refused = next(a for a in answers if a.status == 429)
+    assert 3500 <= int(refused.headers["Retry-After"]) <= 3600
+    assert "Too many payments started" in refused.html
+    count = await store.read(
+        lambda conn: conn.execute("SELECT COUNT(*) FROM checkout_sessions").get
+    )
+    assert count == 3
+
+
+async def test_a_balance_in_another_currency_cannot_buy(
+    tmp_path: Path, store: Store, webhooks, aiohttp_client
+) -> None:
+    await register(store, ADDRESS, currency="usd")  # joined while the service sold dollars
+    settings = load_settings(
+        {"HOME": str(tmp_path)},
+        {"data_dir": str(tmp_path / "data"), "mode": "sandbox", "currency": "eur"},
+    )
+    outbox = SandboxOutbox()
+    stub = StubCheckouts(settings.public_url)
+    client = await aiohttp_client(build_app(settings, store, webhooks, messenger=outbox,
+                                            checkouts=stub))  # fmt: skip
+    buyer = Browser(client)
+    await log_in(buyer, outbox)
+    home = await buyer.get("/")
+    assert "no longer sells" in home.html
+    assert 'action="/payment/intent"' not in home.html
+    answer = await buyer.post("/payment/intent?amount=1000", {})
+    assert answer.status == 409
+    assert "nothing was charged" in answer.html
+    assert (
+        await store.read(lambda conn: conn.execute("SELECT COUNT(*) FROM checkout_sessions").get)
+        == 0
+    )
+
+
+@pytest.mark.parametrize("failure", ["stall", "cut"])
+async def test_stripe_failing_mid_answer_is_a_502_to_the_buyer_and_processing_on_return(
+    tmp_path: Path, settings, store: Store, webhooks, aiohttp_client, failure: str
+) -> None:
+    async with broken_api(failure) as url:
+        provider = StripeCheckouts(Secret(API_KEY), api_base=url, timeout_s=1)
+        try:
+            outbox = SandboxOutbox()
+            app = build_app(settings, store, webhooks, checkouts=provider, messenger=outbox)
+            buyer = Browser(await aiohttp_client(app))
+            await log_in(buyer, outbox)
+            answer = await buyer.post("/payment/intent?amount=1000", {})
+            assert answer.status == 502
+            assert "nothing was charged" in answer.html
+
+            async with buyer.client.get("/account") as response:
+                sid = (await response.json())["sid"]
+            await store.write(partial(checkouts.insert, checkout=CheckoutSession(
+                id="cs_test_open", sid=sid, provider="stripe", amount=1000, currency="usd",
+                status=CheckoutStatus.OPEN, url=None, created_at=int(time.time()),
+            )))  # fmt: skip
+            shown = await buyer.get("/payment/return?session_id=cs_test_open")
+            assert shown.status == 200
+            assert "We have not heard about your payment" in shown.html
+        finally:
+            await provider.close()
+
+
+@contextlib.asynccontextmanager
+async def broken_api(failure: str) -> AsyncIterator[str]:
+    """An "API" that answers headers, then stalls or hangs up halfway through the body."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{\"id\": ")  # fmt: skip
+            await writer.drain()
+            if failure == "stall":
+                await reader.read()  # until the client gives up
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_metrics_refuse_a_proxied_request_and_bucket_odd_methods(client) -> None:
+    async with client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"}) as response:
+        assert response.status == 403
+    async with client.request("PATCH", "/") as response:
+        assert response.status == 405
+    async with client.get("/metrics") as response:
+        text = await response.text()
+    assert 'method="other"' in text
+    assert "PATCH" not in text

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import stripe
 
+from hero_onboarding.config import ConfigError, load_settings
 from hero_onboarding.control.secrets import SecretsError, secrets_from_env
 from hero_onboarding.daemon.recent import RecentAsks
 from hero_onboarding.money import parse_major, parse_minor
 from hero_onboarding.payments.base import EventKind
-from hero_onboarding.payments.stripe_provider import session_event
+from hero_onboarding.payments.stripe_provider import _stripe_failure, session_event
 from tests.conftest import SIGNING_SECRET
 
 
@@ -21,6 +23,7 @@ from tests.conftest import SIGNING_SECRET
         ("5.", "usd", 500),
         (".5", "usd", 50),
         ("1,000.00", "usd", 100000),
+        ("1,000,000", "jpy", 1000000),
         ("$5", "usd", 500),
         (" 7 ", "usd", 700),
         ("500", "jpy", 500),
@@ -43,6 +46,11 @@ def test_amounts_people_type_are_read_in_whole_units(typed, currency, minor) -> 
         ("1.2.3", "usd", "must be a number"),
         ("", "usd", "must be a number"),
         ("9" * 13, "usd", "far too large"),
+        ("5,50", "eur", "use a dot for decimals"),
+        ("12,5", "usd", "use a dot for decimals"),
+        ("1,2,3", "usd", "use a dot for decimals"),
+        ("1000,000", "usd", "use a dot for decimals"),
+        ("$5", "eur", "must be a number"),
     ],
 )
 def test_amounts_that_are_not_plain_numbers_are_refused(typed, currency, says) -> None:
@@ -122,3 +130,26 @@ def test_stripe_needs_both_secrets_and_the_stub_neither() -> None:
     assert (stub.webhook_signing_keys, stub.stripe_secret_key) == ((), None)
     with_hooks = secrets_from_env({"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET}, provider="stub")
     assert len(with_hooks.webhook_signing_keys) == 1
+
+
+def test_the_stub_runs_only_in_sandbox_mode_and_checkouts_get_stripes_minimum_life() -> None:
+    with pytest.raises(ConfigError, match="--provider=stub credits payments nobody made"):
+        load_settings({"HOME": "/tmp/h"}, {"provider": "stub"})
+    assert load_settings({"HOME": "/tmp/h"}, {"provider": "stub", "mode": "sandbox"})
+    with pytest.raises(ConfigError, match="--checkout-ttl-s='1800': must be between 2100"):
+        load_settings({"HOME": "/tmp/h"}, {"checkout_ttl_s": "1800"})
+
+
+def test_a_stripe_refusal_is_logged_with_its_identifiers_never_its_message() -> None:
+    refused = stripe.InvalidRequestError(
+        "Invalid API Key provided: sk_test_****ZZZZ", "expires_at",
+        code="parameter_invalid", http_status=400, headers={"request-id": "req_123"},
+    )  # fmt: skip
+    text = _stripe_failure(refused)
+    assert text == (
+        "Stripe refused or did not answer: InvalidRequestError "
+        "(HTTP 400, code parameter_invalid, param expires_at, request req_123)"
+    )
+    assert "ZZZZ" not in _stripe_failure(
+        stripe.AuthenticationError("sk_test_****ZZZZ", http_status=401)
+    )

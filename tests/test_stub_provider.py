@@ -36,7 +36,8 @@ async def test_a_stub_checkout_is_paid_on_our_own_page_and_credited_once(
     tmp_path: Path, store: Store, webhooks, aiohttp_client
 ) -> None:
     settings = load_settings(
-        {"HOME": str(tmp_path)}, {"data_dir": str(tmp_path / "data"), "provider": "stub"}
+        {"HOME": str(tmp_path)},
+        {"data_dir": str(tmp_path / "data"), "provider": "stub", "mode": "sandbox"},
     )
     outbox = SandboxOutbox()
     client = await aiohttp_client(build_app(settings, store, webhooks, messenger=outbox))

@@ -22,7 +22,9 @@ from ..store import Store, deliveries, logins, web_sessions
 from . import login, purchase, stub_checkout
 from .guards import csrf_middleware, page_errors_middleware
 from .health import health, ready
+from .keyed_locks import KeyedLocks
 from .keys import (
+    CHECKOUT_LOCKS,
     CHECKOUTS,
     CLOCK,
     LOGIN_KEY,
@@ -77,6 +79,7 @@ def create_app(
     app[CHECKOUTS] = checkouts
     app[METRICS] = new_metrics()
     app[RECENT_ASKS] = RecentAsks(PROVIDER_ASK_INTERVAL_S)
+    app[CHECKOUT_LOCKS] = KeyedLocks()
     app[CLOCK] = clock
     app[MESSENGER] = messenger
     app[LOGIN_KEY] = login_key

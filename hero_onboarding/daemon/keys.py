@@ -10,6 +10,7 @@ from ..config import Settings
 from ..mycelium.messages import MessageSender
 from ..payments.base import PaymentProvider, WebhookParser
 from ..store import Store
+from .keyed_locks import KeyedLocks
 from .metrics import Metrics
 from .recent import RecentAsks
 
@@ -23,3 +24,4 @@ LOGIN_PUBLIC_KEY = web.AppKey("login_public_key", str)  # its public half, hex, 
 CHECKOUTS = web.AppKey("checkouts", PaymentProvider)  # opens hosted checkouts, reads them back
 METRICS = web.AppKey("metrics", Metrics)
 RECENT_ASKS = web.AppKey("recent_asks", RecentAsks)  # throttles asking the provider
+CHECKOUT_LOCKS = web.AppKey("checkout_locks", KeyedLocks)  # one checkout opening per user

@@ -8,9 +8,8 @@ the payment already in the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
-import secrets
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -19,7 +18,8 @@ from typing import Final
 import apsw
 from aiohttp import web
 
-from ..billing import fulfil
+from ..billing import Outcome, fulfil
+from ..config import CHECKOUT_EXPIRY_MARGIN_S, STRIPE_MIN_CHECKOUT_S, Settings
 from ..money import format_amount, parse_major, parse_minor
 from ..payments.base import CheckoutRequest, EventKind, ProviderError, ProviderEvent
 from ..store import balances, checkouts, ledger
@@ -27,8 +27,9 @@ from ..store.balances import Balance
 from ..store.checkouts import CheckoutSession, CheckoutStatus
 from ..store.ledger import RecordedEntry
 from ..store.web_sessions import WebSession
+from . import form_nonce
 from .guards import authenticated, current_user
-from .keys import CHECKOUTS, CLOCK, METRICS, RECENT_ASKS, SETTINGS, STORE
+from .keys import CHECKOUT_LOCKS, CHECKOUTS, CLOCK, METRICS, RECENT_ASKS, SETTINGS, STORE
 from .pages import message_page, render
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,14 @@ HISTORY_ROWS: Final = 50
 MAX_ID: Final = 255
 # The dashboard's form carries a nonce: a double-submitted form is one checkout, not two.
 NONCE_FIELD: Final = "checkout_nonce"
-NONCE_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{16,64}")
+RATE_WINDOW_S: Final = 3600
+NOT_SOLD: Final = (
+    "Your credits are kept in a currency this service no longer sells, so nothing can be "
+    "bought and nothing was charged. Ask the operator to move your balance."
+)
 RETURN_REFRESH_S: Final = 3
+# The return page is feedback; the webhook credits regardless. It waits this long for Stripe.
+READ_BACK_TIMEOUT_S: Final = 5.0
 IN_PROGRESS: Final = (CheckoutStatus.OPEN, CheckoutStatus.PENDING)
 
 routes = web.RouteTableDef()
@@ -60,27 +67,35 @@ async def dashboard(
     """Balance, what can be bought, what was bought, and what is still settling."""
     settings = request.app[SETTINGS]
     balance, history, pending = await request.app[STORE].read(partial(_account_of, sid=user.sid))
-    currency = balance.currency if balance else settings.currency
+    sold = settings.currency
     return await render(
         request,
         "home.html",
         status,
-        balance=format_amount(balance.credit_balance, currency) if balance else "unknown",
+        balance=format_amount(balance.credit_balance, balance.currency) if balance else "unknown",
+        can_buy=_sells_for(balance, sold),
+        not_sold=NOT_SOLD,
         presets=[
-            (amount, format_amount(amount, currency))
+            (amount, format_amount(amount, sold))
             for amount in PRESET_AMOUNTS
             if settings.amount_min <= amount <= settings.amount_max
         ],
         allowed=_allowed_range(request),
-        currency=currency.upper(),
+        currency=sold.upper(),
         history=history,
         pending=pending,
         format_amount=format_amount,
-        nonce=secrets.token_urlsafe(24),
+        nonce=form_nonce.issue(int(request.app[CLOCK]())),
         nonce_field=NONCE_FIELD,
         error=error,
         typed_amount=typed_amount,
     )
+
+
+def _sells_for(balance: Balance | None, currency: str) -> bool:
+    """Whether buying in `currency` can credit this balance: the ledger keeps one currency per
+    user, and never takes money it cannot put on the balance."""
+    return balance is None or balance.currency == currency
 
 
 def _account_of(
@@ -113,11 +128,41 @@ async def start_checkout(request: web.Request) -> web.Response:
             status=400,
         )
 
+    balance = await app[STORE].read(partial(balances.get, sid=user.sid))
+    if not _sells_for(balance, settings.currency):
+        assert balance is not None
+        log.warning(
+            "checkout refused: %s keeps %s, this service sells %s",
+            user.sid,
+            balance.currency,
+            settings.currency,
+        )
+        return await message_page(request, 409, "Credits cannot be bought here", NOT_SOLD)
+    async with app[CHECKOUT_LOCKS].holding(user.sid):  # one checkout at a time per user
+        return await _open_checkout(request, user, amount, form.get(NONCE_FIELD))
+
+
+async def _open_checkout(
+    request: web.Request, user: WebSession, amount: int, sent_nonce: object
+) -> web.Response:
+    app = request.app
+    settings, provider, metrics = app[SETTINGS], app[CHECKOUTS], app[METRICS]
     now = int(app[CLOCK]())
-    provider = app[CHECKOUTS]
-    nonce = form.get(NONCE_FIELD)
-    if not isinstance(nonce, str) or not NONCE_PATTERN.fullmatch(nonce):
-        nonce = secrets.token_urlsafe(24)  # an API caller without our form: one try, one key
+    opened, oldest = await app[STORE].read(
+        partial(checkouts.opened_since, sid=user.sid, since=now - RATE_WINDOW_S)
+    )
+    if opened >= settings.checkout_max_per_hour:
+        response = await message_page(
+            request,
+            429,
+            "Too many payments started",
+            "You started many payments in the last hour. Finish or abandon those, and try "
+            "again later.",
+        )
+        response.headers["Retry-After"] = str(max(1, (oldest or now) + RATE_WINDOW_S - now))
+        return response
+
+    nonce = form_nonce.accept(sent_nonce, now=now, reusable_for_s=_nonce_reuse_s(settings))
     checkout_request = CheckoutRequest(
         sid=user.sid,
         address=user.mycelium_address,
@@ -125,10 +170,9 @@ async def start_checkout(request: web.Request) -> web.Response:
         currency=settings.currency,
         success_url=f"{settings.public_url}/payment/return?session_id={{CHECKOUT_SESSION_ID}}",
         cancel_url=f"{settings.public_url}/payment/cancel",
-        expires_at=now + settings.checkout_ttl_s,
-        idempotency_key=f"hero-checkout:{user.sid}:{nonce}:{amount}",
+        expires_at=nonce.issued_at + settings.checkout_ttl_s,
+        idempotency_key=f"hero-checkout:{user.sid}:{nonce.value}:{amount}",
     )
-    metrics = app[METRICS]
     started = time.perf_counter()
     try:
         checkout = await provider.create_checkout(checkout_request)
@@ -168,6 +212,11 @@ async def start_checkout(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(checkout.url)
 
 
+def _nonce_reuse_s(settings: Settings) -> int:
+    """How old a form may be for its checkout to still get Stripe's minimum lifetime."""
+    return settings.checkout_ttl_s - STRIPE_MIN_CHECKOUT_S - CHECKOUT_EXPIRY_MARGIN_S
+
+
 @routes.get("/payment/return")
 @authenticated
 async def payment_return(request: web.Request) -> web.Response:
@@ -193,7 +242,17 @@ async def payment_return(request: web.Request) -> web.Response:
         checkout=row,
         amount=format_amount(row.amount, row.currency),
         balance=format_amount(balance.credit_balance, balance.currency) if balance else "unknown",
-        refresh_s=RETURN_REFRESH_S if row.status in IN_PROGRESS else None,
+        refresh_s=RETURN_REFRESH_S if _worth_refreshing(request, row) else None,
+    )
+
+
+def _worth_refreshing(request: web.Request, row: CheckoutSession) -> bool:
+    """Refresh the page by itself only while news can come within seconds: an open checkout
+    of our current provider, not yet expired. A bank payment settles in days: no refresh."""
+    return (
+        row.status is CheckoutStatus.OPEN
+        and row.provider == request.app[CHECKOUTS].name
+        and (row.expires_at is None or request.app[CLOCK]() < row.expires_at)
     )
 
 
@@ -227,10 +286,11 @@ async def _ask_provider(request: web.Request, row: CheckoutSession) -> CheckoutS
         return row
     started = time.perf_counter()
     try:
-        event = await provider.retrieve_checkout(row.id)
-    except ProviderError as exc:
+        async with asyncio.timeout(READ_BACK_TIMEOUT_S):
+            event = await provider.retrieve_checkout(row.id)
+    except (ProviderError, TimeoutError) as exc:
         metrics.provider_seconds.labels("retrieve", "error").observe(time.perf_counter() - started)
-        log.warning("could not read checkout %s back: %s", row.id, exc)
+        log.warning("could not read checkout %s back: %s", row.id, exc or "timed out")
         return row
     metrics.provider_seconds.labels("retrieve", "ok").observe(time.perf_counter() - started)
     if event is None:
@@ -248,7 +308,14 @@ async def _ask_provider(request: web.Request, row: CheckoutSession) -> CheckoutS
         return row
     result = await fulfil(app[STORE], event, now=int(app[CLOCK]()))
     metrics.fulfilled("return", result, event.currency)
-    log.info("checkout %s read back: %s (%s)", row.id, event.kind, result.outcome)
+    log.log(
+        logging.WARNING if result.outcome is Outcome.UNMATCHED else logging.INFO,
+        "checkout %s read back: %s (%s%s)",
+        row.id,
+        event.kind,
+        result.outcome,
+        f": {result.detail}" if result.detail else "",
+    )
     found = await app[STORE].read(partial(checkouts.get, checkout_id=row.id))
     return found or row
 

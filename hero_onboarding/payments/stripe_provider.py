@@ -7,11 +7,13 @@ check itself (DESIGN.md, Payments) and would cap the webhook endpoint on one cor
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
+import aiohttp
 import stripe
 
 from ..config import Secret
@@ -165,23 +167,19 @@ class StripeCheckouts:
             # change amount_total and currency under us, and the ledger keeps one currency.
             "adaptive_pricing": {"enabled": False},
         }
-        try:
+        async with _asking_stripe():
             session = await self._client.v1.checkout.sessions.create_async(
                 params, {"idempotency_key": request.idempotency_key}
             )
-        except stripe.StripeError as exc:
-            raise ProviderError(_stripe_failure(exc)) from None
         if not isinstance(session.url, str) or not session.url.startswith(("https://", "http://")):
             raise ProviderError("Stripe answered without a payment page URL")
         return Checkout(id=session.id, url=session.url, expires_at=session.expires_at)
 
     async def retrieve_checkout(self, checkout_id: str) -> ProviderEvent | None:
-        try:
+        async with _asking_stripe():
             session = await self._client.v1.checkout.sessions.retrieve_async(
                 checkout_id, {"expand": ["payment_intent"]}
             )
-        except stripe.StripeError as exc:
-            raise ProviderError(_stripe_failure(exc)) from None
         return session_event(session.to_dict(), source="retrieve")
 
     async def settled_since(self, since: int) -> list[ProviderEvent]:
@@ -203,10 +201,8 @@ class StripeCheckouts:
         found: list[dict[str, Any]] = []
         query = {**query, "limit": 100}
         for _ in range(MAX_RECONCILE_PAGES):
-            try:
+            async with _asking_stripe():
                 page = await list_async(query)
-            except stripe.StripeError as exc:
-                raise ProviderError(_stripe_failure(exc)) from None
             found.extend(item.to_dict() for item in page.data)
             if not page.has_more or not page.data:
                 return found
@@ -278,10 +274,37 @@ def _as_event(event: dict[str, Any]) -> ProviderEvent:
         )
 
 
+@contextlib.asynccontextmanager
+async def _asking_stripe() -> AsyncIterator[None]:
+    """Every way a call to Stripe can fail, as a ProviderError.
+
+    The SDK wraps what fails while sending; a connection that drops or stalls while the answer
+    is being read reaches us as aiohttp's or asyncio's own exception.
+    """
+    try:
+        yield
+    except stripe.StripeError as exc:
+        raise ProviderError(_stripe_failure(exc)) from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ProviderError(f"Stripe's answer did not arrive whole: {type(exc).__name__}") from None
+
+
 def _stripe_failure(exc: stripe.StripeError) -> str:
-    """Say what went wrong without echoing anything Stripe sent back (it can quote keys)."""
-    status = f" (HTTP {exc.http_status})" if exc.http_status else ""
-    return f"Stripe refused or did not answer: {type(exc).__name__}{status}"
+    """Say what went wrong without echoing Stripe's message (it can quote keys).
+
+    The error's code, parameter and request id are Stripe's identifiers, safe to log, and what
+    an operator needs to look the request up.
+    """
+    details = [
+        f"HTTP {exc.http_status}" if exc.http_status else None,
+        f"code {exc.code}" if isinstance(exc.code, str) else None,
+        f"param {param}" if isinstance(param := getattr(exc, "param", None), str) else None,
+        f"request {exc.request_id}" if isinstance(exc.request_id, str) else None,
+    ]
+    shown = ", ".join(detail[:100] for detail in details if detail and detail.isascii())
+    return f"Stripe refused or did not answer: {type(exc).__name__}" + (
+        f" ({shown})" if shown else ""
+    )
 
 
 _CHECKOUT_KINDS: Final[dict[str, EventKind]] = {

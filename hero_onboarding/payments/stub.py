@@ -17,6 +17,7 @@ from typing import Final
 from .base import Checkout, CheckoutRequest, EventKind, ProviderError, ProviderEvent
 
 PROVIDER: Final = "stub"
+MAX_OPEN: Final = 10_000  # memory bound: unpaid stub checkouts held at once
 PAGE_PATH: Final = "/payment/stub/"
 SESSION_ID_TEMPLATE: Final = "{CHECKOUT_SESSION_ID}"
 
@@ -54,6 +55,8 @@ class StubCheckouts:
             if self._checkouts[known].request != request:
                 raise ProviderError("idempotency key reused with different parameters")
             return self._as_checkout(self._checkouts[known])
+        if len(self._checkouts) >= MAX_OPEN:
+            raise ProviderError(f"the stub holds {MAX_OPEN} unpaid checkouts already")
         checkout = StubCheckout("stub_cs_" + secrets.token_urlsafe(24), request)
         self._checkouts[checkout.id] = checkout
         self._by_key[request.idempotency_key] = checkout.id

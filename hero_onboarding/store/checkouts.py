@@ -121,3 +121,12 @@ def of_user(
         (sid, *(s.value for s in statuses), limit),
     ).fetchall()
     return [CheckoutSession(*row[:5], CheckoutStatus(row[5]), *row[6:]) for row in rows]
+
+
+def opened_since(conn: apsw.Connection, sid: str, since: int) -> tuple[int, int | None]:
+    """How many checkouts `sid` opened at or after `since`, and when the oldest of them was."""
+    count, oldest = conn.execute(
+        "SELECT COUNT(*), MIN(created_at) FROM checkout_sessions WHERE sid = ? AND created_at >= ?",
+        (sid, since),
+    ).fetchone()
+    return count, oldest
