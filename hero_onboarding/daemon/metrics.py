@@ -7,6 +7,9 @@ client sent, so a hostile client cannot grow the series without bound.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -49,6 +52,16 @@ class Metrics:
             self.credited_minor_units.labels(source, currency or "").inc(result.amount)
         elif result.outcome is Outcome.DUPLICATE:
             self.duplicates_ignored.labels(source).inc()
+
+    @contextlib.contextmanager
+    def provider_call(self, operation: str) -> Iterator[None]:
+        """Time one call to the payment provider; it counts as an error if it raises."""
+        started, result = time.perf_counter(), "error"
+        try:
+            yield
+            result = "ok"
+        finally:
+            self.provider_seconds.labels(operation, result).observe(time.perf_counter() - started)
 
     def webhook(self, event_type: str, outcome: str) -> None:
         label = (

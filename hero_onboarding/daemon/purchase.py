@@ -173,11 +173,10 @@ async def _open_checkout(
         expires_at=nonce.issued_at + settings.checkout_ttl_s,
         idempotency_key=f"hero-checkout:{user.sid}:{nonce.value}:{amount}",
     )
-    started = time.perf_counter()
     try:
-        checkout = await provider.create_checkout(checkout_request)
+        with metrics.provider_call("create"):
+            checkout = await provider.create_checkout(checkout_request)
     except ProviderError as exc:
-        metrics.provider_seconds.labels("create", "error").observe(time.perf_counter() - started)
         metrics.checkout_failures.labels(provider.name).inc()
         log.warning("checkout of %d for %s not opened: %s", amount, user.sid, exc)
         return await message_page(
@@ -187,7 +186,6 @@ async def _open_checkout(
             "We could not reach our payment provider, so nothing was charged. Try again in a "
             "minute.",
         )
-    metrics.provider_seconds.labels("create", "ok").observe(time.perf_counter() - started)
 
     row = CheckoutSession(
         id=checkout.id,
@@ -284,15 +282,13 @@ async def _ask_provider(request: web.Request, row: CheckoutSession) -> CheckoutS
     provider, metrics = app[CHECKOUTS], app[METRICS]
     if row.provider != provider.name or not app[RECENT_ASKS].may_ask(row.id, time.monotonic()):
         return row
-    started = time.perf_counter()
     try:
-        async with asyncio.timeout(READ_BACK_TIMEOUT_S):
-            event = await provider.retrieve_checkout(row.id)
+        with metrics.provider_call("retrieve"):
+            async with asyncio.timeout(READ_BACK_TIMEOUT_S):
+                event = await provider.retrieve_checkout(row.id)
     except (ProviderError, TimeoutError) as exc:
-        metrics.provider_seconds.labels("retrieve", "error").observe(time.perf_counter() - started)
         log.warning("could not read checkout %s back: %s", row.id, exc or "timed out")
         return row
-    metrics.provider_seconds.labels("retrieve", "ok").observe(time.perf_counter() - started)
     if event is None:
         return row
     if event.kind is EventKind.IGNORED:
