@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import stripe
 
 from hero_onboarding.config import ConfigError, load_settings
 from hero_onboarding.control.secrets import SecretsError, secrets_from_env
+from hero_onboarding.daemon.keyed_locks import KeyedLocks
 from hero_onboarding.daemon.recent import RecentAsks
 from hero_onboarding.money import parse_major, parse_minor
 from hero_onboarding.payments.base import EventKind
@@ -153,3 +156,30 @@ def test_a_stripe_refusal_is_logged_with_its_identifiers_never_its_message() -> 
     assert "ZZZZ" not in _stripe_failure(
         stripe.AuthenticationError("sk_test_****ZZZZ", http_status=401)
     )
+
+
+async def test_keyed_locks_serialise_one_key_and_forget_it_when_free() -> None:
+    locks = KeyedLocks()
+    order: list[str] = []
+    entered = asyncio.Event()
+
+    async def first() -> None:
+        async with locks.holding("sid-1"):
+            entered.set()
+            order.append("first in")
+            await asyncio.sleep(0)  # let the second one queue up on the lock
+            order.append("first out")
+
+    async def second() -> None:
+        await entered.wait()
+        async with locks.holding("sid-1"):
+            order.append("second")
+
+    async def other_user() -> None:
+        await entered.wait()
+        async with locks.holding("sid-2"):
+            order.append("other")
+
+    await asyncio.gather(first(), second(), other_user())
+    assert order.index("second") > order.index("first out")
+    assert len(locks) == 0
