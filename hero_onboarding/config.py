@@ -21,12 +21,14 @@ ADMIN_SERVICE: Final = "hero_onboarding_admin"
 MODES: Final = ("production", "sandbox")
 PROVIDERS: Final = ("stripe", "stub")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_FORMATS: Final = ("text", "json")
 # Stripe accepts at most 8 digits for an amount in minor units (USD 999,999.99).
 STRIPE_MAX_AMOUNT: Final = 99_999_999
 # Stripe opens a Checkout Session only if it expires 30 min to 24 h after its creation; we keep
 # a margin for latency, retries and clock skew on top of the 30 minutes.
 STRIPE_MIN_CHECKOUT_S: Final = 1800
 CHECKOUT_EXPIRY_MARGIN_S: Final = 300
+STOP_MARGIN_S: Final = 5.0
 
 
 class ConfigError(ValueError):
@@ -242,6 +244,19 @@ class Settings:
     log_level: str = _setting(
         "info", help="debug, info, warning or error", check=_one_of(LOG_LEVELS)
     )
+    log_format: str = _setting(
+        "text",
+        help="text (one line per event), or json (one object per line, for machines)",
+        check=_one_of(LOG_FORMATS),
+    )
+    sandbox_port: int = _setting(
+        12111, help="port of the local Stripe sandbox that --start --sandbox runs", check=_port
+    )
+    start_timeout_s: float = _setting(
+        30.0,
+        help="how long --start waits for every daemon to answer /health",
+        check=_between(1, 600, " s"),
+    )
 
     @property
     def db_path(self) -> Path:
@@ -259,6 +274,27 @@ class Settings:
     def admin_socket_path(self) -> Path:
         """The admin daemon's socket, per the Hero socket spec."""
         return self.socket_dir / ADMIN_SERVICE / "rpc.sock"
+
+    @property
+    def stop_timeout_s(self) -> float:
+        """How long a daemon may take to stop before it is killed: draining requests, then a
+        last commit that may wait on the other daemon's lock, plus a margin. The service units
+        in service/ use the same figure for the defaults (TimeoutStopSec=15)."""
+        return self.shutdown_timeout_s + self.db_busy_timeout_ms / 1000 + STOP_MARGIN_S
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the built-in supervisor writes each daemon's log."""
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """The built-in supervisor's pid, lock and status files."""
+        return self.data_dir / "run"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_port}"
 
     @property
     def login_key_path(self) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,8 +19,17 @@ from hero_onboarding.rpc.server import bind_unix_socket, create_rpc_app, serving
 
 
 def short_socket_dir() -> Path:
-    """Unix socket paths must fit in 107 bytes; pytest's tmp_path often does not."""
-    return Path(tempfile.mkdtemp(prefix="hs", dir="/tmp"))
+    """Unix socket paths must fit in 107 bytes; pytest's tmp_path often does not.
+
+    Removed when the test run ends.
+    """
+    path = Path(tempfile.mkdtemp(prefix="hs", dir="/tmp"))
+    _MADE.append(path)
+    return path
+
+
+_MADE: list[Path] = []
+atexit.register(lambda: [shutil.rmtree(path, ignore_errors=True) for path in _MADE])
 
 
 @dataclass

@@ -15,6 +15,8 @@ from pathlib import Path
 from tests.waiting import wait_until
 
 CLI = str(Path(sys.executable).parent / "hero-onboarding")
+# No test may reach a real hero_proc on this machine: tests that want one start a fake.
+HERMETIC = {"HERO_PROC_SOCKET": "/nonexistent/hero_proc/rpc.sock"}
 
 
 def free_port() -> int:
@@ -73,7 +75,10 @@ def start_daemon(
     log_path = log_dir / f"{args[0]}-{port}-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [CLI, *args], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}
+            [CLI, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **HERMETIC, **env},
         )
     server = ServerProcess(process, port, log_path)
     try:
@@ -95,7 +100,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CLI, *args],
-        env={**os.environ, **env},
+        env={**os.environ, **HERMETIC, **env},
         capture_output=True,
         text=True,
         timeout=timeout,

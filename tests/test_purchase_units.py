@@ -8,7 +8,7 @@ import pytest
 import stripe
 
 from hero_onboarding.config import ConfigError, load_settings
-from hero_onboarding.control.secrets import SecretsError, secrets_from_env
+from hero_onboarding.control.secrets import SecretLookup, SecretsError, server_secrets
 from hero_onboarding.daemon.keyed_locks import KeyedLocks
 from hero_onboarding.daemon.recent import RecentAsks
 from hero_onboarding.money import parse_major, parse_minor
@@ -123,15 +123,18 @@ def test_the_provider_is_asked_once_per_interval_per_checkout() -> None:
 
 
 def test_stripe_needs_both_secrets_and_the_stub_neither() -> None:
+    def secrets(env: dict[str, str], provider: str):  # type: ignore[no-untyped-def]
+        return server_secrets(SecretLookup.from_env(env), provider=provider)
+
     both = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET, "STRIPE_SANDBOX_SECRET_KEY": "sk_x"}
-    assert secrets_from_env(both, provider="stripe").stripe_secret_key is not None
+    assert secrets(both, "stripe").stripe_secret_key is not None
     with pytest.raises(SecretsError, match="STRIPE_SANDBOX_SECRET_KEY is not set"):
-        secrets_from_env({"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET}, provider="stripe")
+        secrets({"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET}, "stripe")
     with pytest.raises(SecretsError, match="STRIPE_WEBHOOK_SIGNING_KEY is not set"):
-        secrets_from_env({"STRIPE_SANDBOX_SECRET_KEY": "sk_x"}, provider="stripe")
-    stub = secrets_from_env({}, provider="stub")
+        secrets({"STRIPE_SANDBOX_SECRET_KEY": "sk_x"}, "stripe")
+    stub = secrets({}, "stub")
     assert (stub.webhook_signing_keys, stub.stripe_secret_key) == ((), None)
-    with_hooks = secrets_from_env({"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET}, provider="stub")
+    with_hooks = secrets({"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET}, "stub")
     assert len(with_hooks.webhook_signing_keys) == 1
 
 

@@ -127,12 +127,14 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path):
         (
             ["server"],
             {**ENV, "STRIPE_WEBHOOK_SIGNING_KEY": ""},
-            E + "STRIPE_WEBHOOK_SIGNING_KEY is not set (looked in: environment)",
+            E + "STRIPE_WEBHOOK_SIGNING_KEY is not set (looked in: hero_proc at "
+            "/nonexistent/hero_proc/rpc.sock (not running), environment)",
         ),
         (
             ["server"],
             {**ENV, "STRIPE_SANDBOX_SECRET_KEY": " "},
-            E + "STRIPE_SANDBOX_SECRET_KEY is not set (looked in: environment); "
+            E + "STRIPE_SANDBOX_SECRET_KEY is not set (looked in: hero_proc at "
+            "/nonexistent/hero_proc/rpc.sock (not running), environment); "
             "--provider=stripe needs it",
         ),
         (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .. import __version__
+from .. import __version__, sd_notify
 from ..config import ADMIN_SERVICE, Secret, Settings
 from ..payments.stripe_provider import StripeCheckouts
 from ..rpc.server import ServiceInfo, bind_unix_socket, create_rpc_app, serving_on_socket
@@ -51,7 +51,9 @@ async def serve_admin(
                     settings.db_path,
                     "with Stripe" if reconciler else "off: no STRIPE_SANDBOX_SECRET_KEY",
                 )
+                sd_notify.ready(f"answering on {bound.path}")
                 await stop.wait()
+                sd_notify.stopping()
                 log.info("stopping")
         finally:
             if reconciler is not None:

@@ -23,25 +23,34 @@ from ..config import (
     setting_names,
 )
 from ..daemon.server import serve
-from .errors import CommandFailed, NothingToTalkTo
+from .check import check_command
+from .control_commands import BACKENDS, control
+from .errors import (
+    EXIT_FAILURE,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandFailed,
+    NothingToTalkTo,
+)
 from .foreground import run_until_signalled
 from .login_proof import login_proof_command
 from .logs import configure_logging
 from .rpc_command import rpc_command
 from .sandbox import sandbox_command
-from .secrets import SECRET_KEY, SecretsError, optional_secret, secrets_from_env
+from .secrets import SECRET_KEY, SecretsError, resolve, server_secrets
+from .supervise import supervise_command
 
 PROG: Final = "hero-onboarding"
 
-EXIT_OK: Final = 0
-EXIT_FAILURE: Final = 1  # the command ran and failed (a daemon could not start, ...)
-EXIT_USAGE: Final = 2  # bad flags, invalid settings, missing secrets, no daemon: fix the setup
 
 EXIT_CODES_HELP: Final = f"""\b
 Exit codes:
   {EXIT_OK}  success
   {EXIT_FAILURE}  the command failed (a daemon could not start, an RPC call answered an error)
   {EXIT_USAGE}  bad usage, an invalid setting, a missing secret, or no daemon to talk to
+  {EXIT_NOT_RUNNING}  --status: the service is not running ({EXIT_FAILURE}: running, but a daemon is
+     down or not answering /health)
 
 \b
 Every setting can also come from a HERO_ONBOARDING_<NAME> environment variable;
@@ -65,10 +74,58 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_CODES_HELP,
+    invoke_without_command=True,
 )
 @click.version_option(__version__, prog_name=PROG)
-def cli() -> None:
-    """Hero onboarding: Mycelium login, prepaid credits through Stripe, balances."""
+@click.option("--start", is_flag=True, help="Start the daemons, supervised; return once healthy.")
+@click.option("--stop", is_flag=True, help="Stop them; return once every process is gone.")
+@click.option("--status", is_flag=True, help="Each daemon's state, pid, uptime, RSS, health.")
+@click.option("--restart", is_flag=True, help="--stop, then --start.")
+@click.option("--sandbox", is_flag=True, help="With --start: add the local Stripe sandbox.")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="Supervise under hero_proc, or the built-in supervisor (auto: hero_proc if it answers).",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --status: one JSON object.")
+@settings_options
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    start: bool,
+    stop: bool,
+    status: bool,
+    restart: bool,
+    sandbox: bool,
+    backend: str,
+    as_json: bool,
+    **flags: str | None,
+) -> None:
+    """Hero onboarding: Mycelium login, prepaid credits through Stripe, balances.
+
+    `hero-onboarding --start --sandbox` runs the whole service locally with a Stripe sandbox;
+    `--stop` stops it. Settings flags given here apply to --start/--stop/--status/--restart.
+    """
+    actions = [name for name, given in
+               (("--start", start), ("--stop", stop), ("--status", status), ("--restart", restart))
+               if given]  # fmt: skip
+    if ctx.invoked_subcommand is not None:
+        if actions or any(value is not None for value in flags.values()):
+            raise click.UsageError(
+                f"{(actions or ['settings flags'])[0]} cannot come before a command; "
+                "give settings after the command's name"
+            )
+        return
+    if len(actions) > 1:
+        raise click.UsageError(f"give one of {', '.join(actions)}, not several")
+    if not actions:
+        click.echo(ctx.get_help())
+        return
+    settings = load_settings(os.environ, flags)
+    exit_code = control(actions[0], settings, sandbox=sandbox, backend=backend, as_json=as_json)
+    ctx.exit(exit_code)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -81,8 +138,8 @@ def server(**flags: str | None) -> None:
     --provider=stub needs neither. Stops cleanly on SIGTERM or SIGINT.
     """
     settings = load_settings(os.environ, flags)
-    secrets = secrets_from_env(os.environ, provider=settings.provider)
-    configure_logging(settings.log_level, "server")
+    configure_logging(settings.log_level, "server", settings.log_format)
+    secrets = server_secrets(resolve(os.environ), provider=settings.provider)
     run_until_signalled(partial(serve, settings, secrets))
 
 
@@ -99,18 +156,22 @@ def admin(**flags: str | None) -> None:
     STRIPE_SANDBOX_SECRET_KEY set, `reconcile` asks Stripe for paid checkouts.
     """
     settings = load_settings(os.environ, flags)
-    secret_key = optional_secret(os.environ, SECRET_KEY)
-    configure_logging(settings.log_level, "admin")
+    configure_logging(settings.log_level, "admin", settings.log_format)
+    secret_key = resolve(os.environ, (SECRET_KEY,)).get(SECRET_KEY)
     run_until_signalled(partial(serve_admin, settings, secret_key))
 
 
 cli.add_command(rpc_command)
+cli.add_command(supervise_command)
+cli.add_command(check_command)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console-script entry: one line on stderr and a documented exit code for every failure."""
     try:
-        cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+        returned = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+        if isinstance(returned, int):  # click hands back ctx.exit(code) when not standalone
+            sys.exit(returned)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

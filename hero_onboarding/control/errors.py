@@ -1,6 +1,13 @@
-"""Failures a command reports with exit code 1 (it ran, and what it did failed)."""
+"""Exit codes, and the failures a command reports with them."""
 
 from __future__ import annotations
+
+from typing import Final
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1  # the command ran and failed (a daemon could not start, ...)
+EXIT_USAGE: Final = 2  # bad flags, invalid settings, missing secrets, no daemon: fix the setup
+EXIT_NOT_RUNNING: Final = 3  # --status: nothing runs (the LSB init-script convention)
 
 
 class CommandFailed(RuntimeError):

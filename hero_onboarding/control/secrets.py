@@ -1,54 +1,143 @@
-"""Resolving Stripe credentials for a daemon at boot.
+"""Resolving Stripe credentials for a daemon at boot: hero_proc's secret store, then the env.
 
-Only the environment is consulted for now; hero_proc's secret store comes first once the
-control issue lands. Values are wrapped in `Secret` at once so they cannot reach a log line
-or an error message by accident.
+hero_proc absent (no socket, nobody listening) means the environment, quietly; hero_proc
+answering with an error means one warning, then the environment. An empty `HERO_PROC_SOCKET`
+turns hero_proc off (sandbox mode does, so its generated test keys are never shadowed by real
+ones). Values are wrapped in `Secret` at once, so they cannot reach a log line or an error
+message by accident; messages name secrets and places, never values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from ..config import Secret, Secrets
+from ..rpc.hero_proc import (
+    SOCKET_ENV,
+    HeroProcClient,
+    HeroProcError,
+    HeroProcUnavailable,
+    hero_proc_socket,
+)
+
+log = logging.getLogger(__name__)
 
 WEBHOOK_SIGNING_KEY: Final = "STRIPE_WEBHOOK_SIGNING_KEY"
 SECRET_KEY: Final = "STRIPE_SANDBOX_SECRET_KEY"  # noqa: S105 (a name, not a value)
 PUBLISHABLE_KEY: Final = "STRIPE_SANDBOX_PUBLISHABLE_KEY"
-_LOOKED_IN: Final = "looked in: environment"
+ALL_SECRETS: Final = (WEBHOOK_SIGNING_KEY, SECRET_KEY, PUBLISHABLE_KEY)
+HERO_PROC_TIMEOUT_S: Final = 5.0
+ENVIRONMENT: Final = "environment"
+HERO_PROC: Final = "hero_proc"
 
 
 class SecretsError(RuntimeError):
     """A secret is missing or malformed. The message names it, never its value."""
 
 
-def secrets_from_env(env: Mapping[str, str], *, provider: str) -> Secrets:
-    """Read the Stripe secrets the public daemon needs for `provider`.
+@dataclass(frozen=True)
+class SecretLookup:
+    """What was found where; `looked_in` says every place asked, for the error message."""
+
+    found: Mapping[str, tuple[Secret, str]]  # name -> (value, "hero_proc" | "environment")
+    looked_in: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], names: Sequence[str] = ALL_SECRETS) -> SecretLookup:
+        return cls(_from_env(env, names, already={}), ENVIRONMENT)
+
+    def get(self, name: str) -> Secret | None:
+        entry = self.found.get(name)
+        return entry[0] if entry else None
+
+    def source(self, name: str) -> str | None:
+        entry = self.found.get(name)
+        return entry[1] if entry else None
+
+    def missing(self, name: str) -> SecretsError:
+        return SecretsError(f"{name} is not set (looked in: {self.looked_in})")
+
+
+def hero_proc_at(env: Mapping[str, str]) -> Path | None:
+    """hero_proc's socket, or None when an empty HERO_PROC_SOCKET turns it off."""
+    return hero_proc_socket(env) if env.get(SOCKET_ENV) != "" else None
+
+
+async def look_up(env: Mapping[str, str], names: Sequence[str] = ALL_SECRETS) -> SecretLookup:
+    """Ask hero_proc for each of `names`, then take the rest from the environment."""
+    socket = hero_proc_at(env)
+    if socket is None:
+        return SecretLookup(_from_env(env, names, {}), f"{ENVIRONMENT} (hero_proc turned off)")
+    from_hero_proc: dict[str, str] = {}
+    where = f"{HERO_PROC} at {socket}"
+    try:
+        async with HeroProcClient(socket, timeout_s=HERO_PROC_TIMEOUT_S) as hero_proc:
+            for name in names:
+                value = await hero_proc.secret_get(name)
+                if value and value.strip():
+                    from_hero_proc[name] = value.strip()
+    except HeroProcUnavailable:
+        where += " (not running)"
+        from_hero_proc = {}
+    except HeroProcError as exc:
+        log.warning("hero_proc at %s did not give secrets (%s); using the environment", socket, exc)
+        where += " (failed)"
+        from_hero_proc = {}
+    found = {name: (Secret(value), HERO_PROC) for name, value in from_hero_proc.items()}
+    return SecretLookup(_from_env(env, names, found), f"{where}, {ENVIRONMENT}")
+
+
+def resolve(env: Mapping[str, str], names: Sequence[str] = ALL_SECRETS) -> SecretLookup:
+    """`look_up` for the CLI, before any event loop runs."""
+    return asyncio.run(look_up(env, names))
+
+
+def _from_env(
+    env: Mapping[str, str], names: Sequence[str], already: dict[str, tuple[Secret, str]]
+) -> dict[str, tuple[Secret, str]]:
+    found = dict(already)
+    for name in names:
+        value = env.get(name, "").strip()
+        if name not in found and value:
+            found[name] = (Secret(value), ENVIRONMENT)
+    return found
+
+
+def server_secrets(lookup: SecretLookup, *, provider: str) -> Secrets:
+    """The secrets the public daemon needs for `provider`.
 
     With Stripe, the webhook signing key and the API secret key are both required. The stub
     provider needs neither; a signing key given anyway still turns the webhook endpoint on.
-    STRIPE_WEBHOOK_SIGNING_KEY may hold several comma-separated `whsec_` secrets, so one can be
-    rolled without dropping deliveries signed with the other.
     """
     uses_stripe = provider == "stripe"
-    secret_key = optional_secret(env, SECRET_KEY)
+    secret_key = lookup.get(SECRET_KEY)
     if uses_stripe and secret_key is None:
-        raise SecretsError(f"{SECRET_KEY} is not set ({_LOOKED_IN}); --provider=stripe needs it")
+        raise SecretsError(f"{lookup.missing(SECRET_KEY)}; --provider=stripe needs it")
+    has_signing_key = lookup.get(WEBHOOK_SIGNING_KEY) is not None
     return Secrets(
         webhook_signing_keys=(
-            webhook_signing_keys(env) if uses_stripe or env.get(WEBHOOK_SIGNING_KEY) else ()
+            webhook_signing_keys(lookup) if uses_stripe or has_signing_key else ()
         ),
         stripe_secret_key=secret_key,
-        stripe_publishable_key=optional_secret(env, PUBLISHABLE_KEY),
+        stripe_publishable_key=lookup.get(PUBLISHABLE_KEY),
     )
 
 
-def webhook_signing_keys(env: Mapping[str, str]) -> tuple[Secret, ...]:
-    """STRIPE_WEBHOOK_SIGNING_KEY as one or more `whsec_` secrets; missing or malformed: error."""
-    raw = env.get(WEBHOOK_SIGNING_KEY, "")
-    if not raw.strip():
-        raise SecretsError(f"{WEBHOOK_SIGNING_KEY} is not set ({_LOOKED_IN})")
-    entries = [entry.strip() for entry in raw.split(",")]
+def webhook_signing_keys(lookup: SecretLookup) -> tuple[Secret, ...]:
+    """STRIPE_WEBHOOK_SIGNING_KEY as one or more `whsec_` secrets; missing or malformed: error.
+
+    It may hold several comma-separated secrets, so one can be rolled without dropping
+    deliveries signed with the other.
+    """
+    raw = lookup.get(WEBHOOK_SIGNING_KEY)
+    if raw is None:
+        raise lookup.missing(WEBHOOK_SIGNING_KEY)
+    entries = [entry.strip() for entry in raw.reveal().split(",")]
     for position, entry in enumerate(entries, start=1):
         if not entry.startswith("whsec_") or len(entry) <= len("whsec_"):
             where = f"entry {position} of {len(entries)}" if len(entries) > 1 else "its value"
@@ -57,8 +146,3 @@ def webhook_signing_keys(env: Mapping[str, str]) -> tuple[Secret, ...]:
                 "(they start with whsec_)"
             )
     return tuple(Secret(entry) for entry in entries)
-
-
-def optional_secret(env: Mapping[str, str], name: str) -> Secret | None:
-    value = env.get(name, "").strip()
-    return Secret(value) if value else None

@@ -8,6 +8,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
+from .. import sd_notify
 from ..config import Secrets, Settings, StartupError
 from ..mycelium.messages import MessageSender, MyceliumNode, SandboxOutbox
 from ..mycelium.proof import ProofError, load_or_create_key
@@ -104,5 +105,8 @@ async def _serve(app: web.Application, settings: Settings, stop: asyncio.Event) 
             settings.mode,
             settings.db_path,
         )
+        # Bound and the store open (serve() opened it before us): systemd may count us started.
+        sd_notify.ready(f"listening on {settings.host}:{settings.port}")
         await stop.wait()
+        sd_notify.stopping()
         log.info("stopping: finishing in-flight requests")

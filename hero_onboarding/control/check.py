@@ -1,0 +1,102 @@
+"""`hero-onboarding check`: is this installation able to run, and does the running one answer?
+
+Prints one line per check (`ok` or `FAIL`, what, why) and exits 1 if any failed. Secrets are
+named with where they were found, never shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+import apsw
+import click
+
+from ..config import ConfigError, Settings, load_settings
+from ..store.migrations import SCHEMA_VERSION
+from .daemons import Health
+from .errors import EXIT_FAILURE, EXIT_OK
+from .health import probe
+from .sandbox_keys import FILE_NAME as SANDBOX_KEYS
+from .secrets import SecretsError, look_up, server_secrets
+from .service import ServiceState, current_state
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    what: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'}  {self.what}: {self.detail}"
+
+
+@click.command("check")
+@click.pass_context
+def check_command(ctx: click.Context) -> None:
+    """Check the install: settings, secrets (names only), database; then, if the service runs,
+    that its daemons answer /health, /ready and /openrpc.json. Settings come from
+    HERO_ONBOARDING_* variables, as the daemons read them."""
+    findings = asyncio.run(_check(dict(os.environ)))
+    for finding in findings:
+        click.echo(finding.line())
+    ctx.exit(EXIT_OK if all(f.ok for f in findings) else EXIT_FAILURE)
+
+
+async def _check(env: dict[str, str]) -> list[Finding]:
+    try:
+        settings = load_settings(env)
+    except ConfigError as exc:
+        return [Finding(False, "settings", str(exc))]
+    findings = [Finding(True, "settings", f"data dir {settings.data_dir}, {settings.mode} mode")]
+    state = await current_state(settings, env)
+    findings.append(await _secrets(settings, env, state))
+    findings.append(_database(settings))
+    if not state.running:
+        findings.append(Finding(True, "service", "not running (start it with --start)"))
+        return findings
+    findings.append(Finding(True, "service", f"running under {state.backend}"))
+    public = Health(url=f"{state.public_url}/health")
+    admin = Health(socket=settings.admin_socket_path)
+    for what, health, path in (
+        ("public /health", public, "/health"),
+        ("public /ready", public, "/ready"),
+        ("admin /health", admin, "/health"),
+        ("admin /openrpc.json", admin, "/openrpc.json"),
+    ):
+        answer = await probe(health, path)
+        findings.append(Finding(answer == "ok", what, answer))
+    return findings
+
+
+async def _secrets(settings: Settings, env: dict[str, str], state: ServiceState) -> Finding:
+    if state.sandbox:
+        return Finding(True, "secrets", f"sandbox test keys in {settings.data_dir / SANDBOX_KEYS}")
+    lookup = await look_up(env)
+    try:
+        server_secrets(lookup, provider=settings.provider)
+    except SecretsError as exc:
+        return Finding(False, "secrets", str(exc))
+    found = ", ".join(f"{name} ({source})" for name, (_, source) in sorted(lookup.found.items()))
+    return Finding(True, "secrets", found or f"none needed for --provider={settings.provider}")
+
+
+def _database(settings: Settings) -> Finding:
+    path = settings.db_path
+    if not path.exists():
+        return Finding(True, "database", f"{path} not created yet (made at first start)")
+    try:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            version = conn.execute("PRAGMA user_version").get
+        finally:
+            conn.close()
+    except apsw.Error as exc:
+        return Finding(False, "database", f"{path} unreadable: {exc}")
+    if version == SCHEMA_VERSION:
+        return Finding(True, "database", f"{path}, schema version {version} (current)")
+    if version < SCHEMA_VERSION:
+        return Finding(True, "database", f"schema version {version}; migrates at next start")
+    return Finding(False, "database", f"schema version {version} is newer than this release's")

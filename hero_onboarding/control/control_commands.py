@@ -1,0 +1,67 @@
+"""What `--start`, `--stop`, `--status` and `--restart` print, and the exit code they end with."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from ..config import Settings
+from . import service
+from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
+from .service import BACKENDS, ServiceState
+
+__all__ = ["BACKENDS", "control"]
+
+
+def control(action: str, settings: Settings, *, sandbox: bool, backend: str, as_json: bool) -> int:
+    env = dict(os.environ)
+    if action == "--status":
+        state = service.run(service.current_state(settings, env))
+        click.echo(json.dumps(state.as_json(), indent=1) if as_json else describe(state))
+        if not state.running:
+            return EXIT_NOT_RUNNING
+        return EXIT_OK if state.healthy else EXIT_FAILURE
+    if action in ("--stop", "--restart"):
+        stopped = service.run(service.stop(settings, env))
+        click.echo("stopped" if stopped else "not running; nothing to stop")
+        if action == "--stop":
+            return EXIT_OK
+    state, started = service.run(service.start(settings, env, sandbox=sandbox, backend=backend))
+    if not started:
+        click.echo("already running")
+    click.echo(describe(state))
+    if started:
+        click.echo(f"stop it with: hero-onboarding --stop (data dir {settings.data_dir})")
+    return EXIT_OK
+
+
+def describe(state: ServiceState) -> str:
+    if not state.running:
+        return "hero-onboarding is not running"
+    mode = ", sandbox mode" if state.sandbox else ""
+    supervisor = f" pid {state.supervisor_pid}" if state.supervisor_pid else ""
+    lines = [
+        f"hero-onboarding is running under {state.backend}{supervisor}{mode}",
+        f"  public URL:   {state.public_url}",
+        f"  admin socket: {state.admin_socket}",
+    ]
+    for daemon in state.daemons:
+        figures = [
+            f"pid {daemon.pid}" if daemon.pid else "no process",
+            f"up {_duration(daemon.uptime_s)}" if daemon.uptime_s is not None else "",
+            f"rss {daemon.rss_bytes / 2**20:.1f} MiB" if daemon.rss_bytes else "",
+            f"restarts {daemon.restarts}",
+            f"health {daemon.health}",
+        ]
+        line = f"  {daemon.name:<8} {daemon.state:<9} " + "  ".join(f for f in figures if f)
+        lines.append(line + (f"  ({daemon.note})" if daemon.note else ""))
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -1,0 +1,30 @@
+"""`hero-onboarding supervise`: the built-in supervisor's process (what `--start` launches)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import click
+
+from ..config import load_settings
+from .daemons import plan
+from .errors import CommandFailed
+from .identity import LockHeld
+from .logs import configure_logging
+from .sandbox_keys import load_or_create
+from .supervisor import Supervisor
+
+
+@click.command("supervise", hidden=True)
+@click.option("--sandbox", is_flag=True, help="Also run the local Stripe sandbox.")
+def supervise_command(sandbox: bool) -> None:
+    """Run the daemons as children until SIGTERM (settings from HERO_ONBOARDING_*)."""
+    settings = load_settings(os.environ)
+    configure_logging(settings.log_level, "supervisor", settings.log_format)
+    keys = load_or_create(settings.data_dir) if sandbox else None
+    supervisor = Supervisor(settings, plan(settings, sandbox_keys=keys), sandbox=sandbox)
+    try:
+        asyncio.run(supervisor.run())
+    except LockHeld:
+        raise CommandFailed(f"a supervisor already runs for {settings.data_dir}") from None

@@ -1,0 +1,218 @@
+"""The built-in supervisor: one detached process that keeps the daemons running.
+
+`hero-onboarding --start` launches it (`hero-onboarding supervise`, in a session of its own).
+It holds `<data_dir>/run/supervisor.lock` for its whole life, runs each daemon as a child,
+copies the child's output into `<data_dir>/logs/<daemon>.log` (rotated by size), restarts a
+child that exits with an exponential backoff, and gives up on one that crashes too often in a
+short window, saying so in the status file. On SIGTERM it stops the children with SIGTERM,
+then SIGKILL after the shutdown timeout, and exits. `status.json` records what runs, with
+each process's identity, so `--status` and `--stop` work from another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from ..config import Settings
+from .daemons import DaemonSpec
+from .identity import ProcessIdentity, holding_lock, write_json
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE: Final = "supervisor.lock"
+STATUS_FILE: Final = "status.json"
+# A child that dies MAX_CRASHES times within CRASH_WINDOW_S is left down (and --status says
+# why): a daemon that cannot start would otherwise restart forever and fill the logs.
+MAX_CRASHES: Final = 5
+CRASH_WINDOW_S: Final = 60.0
+BACKOFF_FIRST_S: Final = 0.5
+BACKOFF_MAX_S: Final = 30.0
+STABLE_AFTER_S: Final = 30.0  # a child up this long starts its backoff from the beginning
+LOG_MAX_BYTES: Final = 10 * 1024 * 1024
+LOG_BACKUPS: Final = 5
+READ_CHUNK: Final = 65536
+
+
+class RotatingLog:
+    """Appends bytes to a file, moving it to `.1` (`.1` to `.2`, ...) once it is too big."""
+
+    def __init__(
+        self, path: Path, *, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS
+    ) -> None:
+        self.path, self._max_bytes, self._backups = path, max_bytes, backups
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("ab")
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._file.flush()
+        if self._file.tell() >= self._max_bytes:
+            self._rotate()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for number in range(self._backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{number}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{number + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._file = self.path.open("ab")
+
+
+@dataclass
+class Child:
+    spec: DaemonSpec
+    output: RotatingLog
+    state: str = "starting"  # starting, running, backoff, failed, stopped
+    restarts: int = 0
+    identity: ProcessIdentity | None = None
+    started_at: float | None = None
+    last_exit: str | None = None
+    note: str = ""
+    crashes: deque[float] = field(default_factory=deque)
+    process: asyncio.subprocess.Process | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "restarts": self.restarts,
+            "identity": self.identity.as_json() if self.identity else None,
+            "started_at": self.started_at,
+            "last_exit": self.last_exit,
+            "note": self.note,
+            "log": str(self.output.path),
+            "health": {
+                "url": self.spec.health.url,
+                "socket": str(self.spec.health.socket) if self.spec.health.socket else None,
+            },
+        }
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, specs: list[DaemonSpec], *, sandbox: bool) -> None:
+        self._settings = settings
+        self._sandbox = sandbox
+        self._children = [
+            Child(spec, RotatingLog(settings.logs_dir / f"{spec.name}.log")) for spec in specs
+        ]
+        self._stop = asyncio.Event()
+        self._started_at = time.time()
+        self._me = ProcessIdentity.of(os.getpid())
+
+    async def run(self) -> None:
+        """Hold the lock and keep every child up until SIGTERM/SIGINT; then stop them."""
+        with holding_lock(self._settings.run_dir / LOCK_FILE):
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._stop.set)
+            log.info("supervising %s", ", ".join(c.spec.name for c in self._children))
+            self._save()
+            keepers = [asyncio.create_task(self._keep_up(child)) for child in self._children]
+            await self._stop.wait()
+            log.info("stopping")
+            await asyncio.gather(*(self._stop_child(child) for child in self._children))
+            await asyncio.gather(*keepers)
+            for child in self._children:
+                child.output.close()
+            (self._settings.run_dir / STATUS_FILE).unlink(missing_ok=True)
+            log.info("stopped")
+
+    async def _keep_up(self, child: Child) -> None:
+        streak = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                await self._spawn(child)
+            except OSError as exc:
+                child.last_exit = f"could not start: {exc}"
+                returncode = None
+            else:
+                assert child.process is not None
+                returncode = await self._watch(child, child.process)
+            if self._stop.is_set():
+                break
+            now = time.monotonic()
+            child.crashes.append(now)
+            while child.crashes and child.crashes[0] < now - CRASH_WINDOW_S:
+                child.crashes.popleft()
+            log.warning("%s exited (%s)", child.spec.name, child.last_exit)
+            if len(child.crashes) >= MAX_CRASHES:
+                child.state = "failed"
+                child.note = (
+                    f"gave up after {MAX_CRASHES} exits within {CRASH_WINDOW_S:.0f} s; "
+                    f"see {child.output.path}"
+                )
+                log.error("%s: %s", child.spec.name, child.note)
+                self._save()
+                return
+            streak = 1 if now - started >= STABLE_AFTER_S else streak + 1
+            delay = min(BACKOFF_FIRST_S * 2 ** (streak - 1), BACKOFF_MAX_S)
+            child.state = "backoff"
+            child.note = f"restarting in {delay:.1f} s after exit {returncode}"
+            self._save()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            if not self._stop.is_set():
+                child.restarts += 1
+        child.state = "stopped"
+
+    async def _spawn(self, child: Child) -> None:
+        child.process = await asyncio.create_subprocess_exec(
+            *child.spec.argv,
+            env={**os.environ, **child.spec.env},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        child.identity = ProcessIdentity.of(child.process.pid)
+        child.started_at = time.time()
+        child.state, child.note = "running", ""
+        self._save()
+
+    async def _watch(self, child: Child, process: asyncio.subprocess.Process) -> int:
+        assert process.stdout is not None
+        while chunk := await process.stdout.read(READ_CHUNK):
+            child.output.write(chunk)
+        returncode = await process.wait()
+        child.last_exit = (
+            f"signal {signal.Signals(-returncode).name}" if returncode < 0 else f"code {returncode}"
+        )
+        return returncode
+
+    async def _stop_child(self, child: Child) -> None:
+        process = child.process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        grace = self._settings.stop_timeout_s
+        try:
+            await asyncio.wait_for(process.wait(), grace)
+        except TimeoutError:
+            log.warning("%s did not stop within %.1f s: killing it", child.spec.name, grace)
+            process.kill()
+            await process.wait()
+
+    def _save(self) -> None:
+        write_json(
+            self._settings.run_dir / STATUS_FILE,
+            {
+                "supervisor": self._me.as_json() if self._me else None,
+                "started_at": self._started_at,
+                "sandbox": self._sandbox,
+                "public_url": self._settings.public_url,
+                "admin_socket": str(self._settings.admin_socket_path),
+                "daemons": {child.spec.name: child.as_json() for child in self._children},
+            },
+        )

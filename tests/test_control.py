@@ -1,0 +1,214 @@
+"""`hero-onboarding --start/--stop/--status` with the built-in supervisor: real processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from hero_onboarding.control.supervisor import MAX_CRASHES, RotatingLog
+from tests.conftest import SIGNING_SECRET
+from tests.control_kit import Install
+from tests.sandbox_kit import API_KEY
+from tests.waiting import wait_until
+
+E = "hero-onboarding: error: "
+
+
+@pytest.fixture
+def install(tmp_path: Path) -> Iterator[Install]:
+    installed = Install.in_tmp(tmp_path)
+    yield installed
+    installed.stop_all()
+
+
+def test_start_sandbox_survives_a_kill_and_stops_leaving_nothing(install: Install) -> None:
+    started = install.cli("--start", "--sandbox")
+    assert started.returncode == 0, started.stderr
+    port = install.env["HERO_ONBOARDING_PORT"]
+    assert f"public URL:   http://127.0.0.1:{port}" in started.stdout
+    assert "admin socket: " in started.stdout
+    assert "hero-onboarding --stop" in started.stdout
+
+    again = install.cli("--start", "--sandbox")
+    assert again.returncode == 0
+    assert again.stdout.startswith("already running")
+
+    status = install.status()
+    assert status["running"]
+    assert status["healthy"]
+    assert status["sandbox"]
+    assert status["backend"] == "builtin"
+    daemons = {d["name"]: d for d in status["daemons"]}
+    assert set(daemons) == {"sandbox", "server", "admin"}
+    for daemon in daemons.values():
+        assert daemon["state"] == "running"
+        assert daemon["health"] == "ok"
+        assert daemon["pid"]
+        assert daemon["rss_bytes"] > 0
+        assert daemon["uptime_s"] >= 0
+
+    killed = daemons["server"]["pid"]
+    psutil.Process(killed).kill()
+    wait_until(
+        lambda: (
+            (d := install.daemon("server"))["pid"] not in (None, killed) and d["health"] == "ok"
+        ),
+        timeout=20,
+        what="the supervisor brings the public daemon back",
+    )
+    assert install.daemon("server")["restarts"] == 1
+
+    keys = json.loads((install.data_dir / "sandbox-keys.json").read_text())
+    assert (install.data_dir / "sandbox-keys.json").stat().st_mode & 0o777 == 0o600
+    ours = install.processes()
+    assert len(ours) == 4  # the supervisor and three daemons
+    shown = " ".join(" ".join(p.cmdline()) for p in ours) + install.cli("--status").stdout
+    for secret in keys.values():
+        assert secret not in shown
+        assert secret not in install.logs()
+
+    stopped = install.cli("--stop")
+    assert stopped.returncode == 0
+    assert stopped.stdout.strip() == "stopped"
+    assert install.processes() == []
+    assert install.cli("--stop").returncode == 0
+    not_running = install.cli("--status")
+    assert not_running.returncode == 3
+    assert "not running" in not_running.stdout
+
+
+def test_a_daemon_that_keeps_crashing_is_given_up_and_status_says_so(install: Install) -> None:
+    assert install.cli("--start", "--sandbox").returncode == 0
+    for crash in range(MAX_CRASHES):
+        server = install.daemon("server")
+        wait_until(
+            lambda: install.daemon("server")["pid"] is not None,
+            timeout=40,
+            what=f"the public daemon is back before crash {crash + 1}",
+        )
+        server = install.daemon("server")
+        psutil.Process(server["pid"]).kill()
+        wait_until(
+            lambda pid=server["pid"]: install.daemon("server")["pid"] != pid,
+            timeout=10,
+            what="the supervisor sees the crash",
+        )
+    wait_until(
+        lambda: install.daemon("server")["state"] == "failed",
+        timeout=10,
+        what="the supervisor gives up",
+    )
+    answer = install.cli("--status")
+    assert answer.returncode == 1
+    assert f"gave up after {MAX_CRASHES} exits" in answer.stdout
+    assert install.daemon("admin")["health"] == "ok"  # the others run on
+
+
+def test_a_stale_record_naming_an_unrelated_process_is_never_signalled(install: Install) -> None:
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        process = psutil.Process(bystander.pid)
+        run_dir = install.data_dir / "run"
+        run_dir.mkdir(parents=True)
+        for identity in (
+            # the pid is right but the start time is not: the pid was recycled
+            {"pid": bystander.pid, "create_time": process.create_time() - 100,
+             "cmdline": process.cmdline()},
+            # start time right, command line not ours
+            {"pid": bystander.pid, "create_time": process.create_time(),
+             "cmdline": [sys.executable, "-m", "hero_onboarding", "supervise"]},
+        ):  # fmt: skip
+            record = {"supervisor": identity, "daemons": {"server": {"identity": identity}}}
+            (run_dir / "status.json").write_text(json.dumps(record))
+            answer = install.cli("--stop")
+            assert answer.returncode == 0
+            assert answer.stdout.strip() == "not running; nothing to stop"
+            assert bystander.poll() is None, "an unrelated process was signalled"
+        assert install.cli("--status").returncode == 3
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_start_that_does_not_come_up_fails_with_the_log_and_leaves_nothing(
+    install: Install,
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", int(install.env["HERO_ONBOARDING_PORT"])))
+        taken.listen()
+        answer = install.cli("--start", "--sandbox", HERO_ONBOARDING_START_TIMEOUT_S="4")
+    assert answer.returncode == 1
+    assert answer.stderr.startswith(f"{E}the service did not come up within 4 s (server: ")
+    assert "address already in use" in answer.stderr  # the server's own log line
+    assert install.processes() == []
+
+
+def test_secrets_from_the_environment_never_reach_ps_logs_or_status(install: Install) -> None:
+    secrets = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET, "STRIPE_SANDBOX_SECRET_KEY": API_KEY}
+    assert install.cli("--start", **secrets).returncode == 0
+    shown = " ".join(" ".join(p.cmdline()) for p in install.processes())
+    shown += install.cli("--status").stdout + install.cli("--status", "--json").stdout
+    shown += install.logs()
+    assert SIGNING_SECRET not in shown
+    assert API_KEY not in shown
+
+
+def test_a_missing_secret_stops_start_naming_it_and_both_places(install: Install) -> None:
+    answer = install.cli("--start", STRIPE_SANDBOX_SECRET_KEY=API_KEY)
+    assert answer.returncode == 2
+    assert answer.stderr == (
+        f"{E}STRIPE_WEBHOOK_SIGNING_KEY is not set (looked in: hero_proc at "
+        "/nonexistent/hero_proc/rpc.sock (not running), environment)\n"
+    )
+    assert install.processes() == []
+
+
+def test_bad_control_usage_is_one_line_and_exit_2(install: Install) -> None:
+    for args, says in (
+        (["--start", "--stop"], "give one of --start, --stop, not several"),
+        (["--start", "server"], "--start cannot come before a command"),
+        (["--backend", "nosuch", "--start"], "Invalid value for '--backend'"),
+    ):
+        answer = install.cli(*args)
+        assert answer.returncode == 2
+        [line] = answer.stderr.splitlines()
+        assert says in line
+
+
+def test_the_supervisor_log_rotates_by_size(tmp_path: Path) -> None:
+    log = RotatingLog(tmp_path / "server.log", max_bytes=100, backups=2)
+    for number in range(10):
+        log.write(f"line {number} ".ljust(40).encode() + b"\n")
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["server.log", "server.log.1", "server.log.2"]
+    assert (tmp_path / "server.log").stat().st_size < 100
+    assert b"line 9" in (tmp_path / "server.log").read_bytes()
+    assert b"line 0" not in b"".join(p.read_bytes() for p in tmp_path.iterdir())
+
+
+def test_status_json_holds_no_environment(install: Install) -> None:
+    assert install.cli("--start", "--sandbox").returncode == 0
+    recorded = (install.data_dir / "run" / "status.json").read_text()
+    keys = json.loads((install.data_dir / "sandbox-keys.json").read_text())
+    assert all(value not in recorded for value in keys.values())
+    assert install.cli("--stop").returncode == 0
+    assert not (install.data_dir / "run" / "status.json").exists()
+
+
+def test_sigterm_to_the_supervisor_stops_every_daemon(install: Install) -> None:
+    assert install.cli("--start", "--sandbox").returncode == 0
+    status = install.status()
+    supervisor = psutil.Process(status["supervisor_pid"])
+    supervisor.send_signal(signal.SIGTERM)
+    wait_until(lambda: install.processes() == [], timeout=20, what="everything has stopped")
+    assert install.cli("--status").returncode == 3
