@@ -212,3 +212,37 @@ def test_sigterm_to_the_supervisor_stops_every_daemon(install: Install) -> None:
     supervisor.send_signal(signal.SIGTERM)
     wait_until(lambda: install.processes() == [], timeout=20, what="everything has stopped")
     assert install.cli("--status").returncode == 3
+
+
+def test_check_names_what_is_wrong_then_that_the_running_service_answers(
+    install: Install,
+) -> None:
+    before = install.cli("check")
+    assert before.returncode == 1
+    lines = before.stdout.splitlines()
+    assert lines[0].startswith("ok    settings: data dir ")
+    assert lines[1].startswith("FAIL  secrets: STRIPE_SANDBOX_SECRET_KEY is not set (looked in:")
+    assert lines[2].startswith("ok    database: ")
+    assert "not created yet" in lines[2]
+    assert lines[3] == "ok    service: not running (start it with --start)"
+
+    assert install.cli("--start", "--sandbox", HERO_ONBOARDING_LOG_FORMAT="json").returncode == 0
+    after = install.cli("check")
+    assert after.returncode == 0, after.stdout
+    for expected in (
+        "ok    secrets: sandbox test keys in ",
+        "ok    database: ",
+        "ok    service: running under builtin",
+        "ok    public /health: ok",
+        "ok    public /ready: ok",
+        "ok    admin /health: ok",
+        "ok    admin /openrpc.json: ok",
+    ):
+        assert any(line.startswith(expected) for line in after.stdout.splitlines()), expected
+    assert "schema version" in after.stdout
+
+    server_log = (install.data_dir / "logs" / "server.log").read_text().splitlines()
+    entries = [json.loads(line) for line in server_log]
+    assert {entry["daemon"] for entry in entries} == {"server"}
+    assert any("listening on" in entry["message"] for entry in entries)
+    assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
