@@ -25,7 +25,7 @@ class Install:
     @classmethod
     def in_tmp(cls, tmp_path: Path, **extra: str) -> Install:
         home = tmp_path / "home"
-        home.mkdir(exist_ok=True)
+        home.mkdir(parents=True, exist_ok=True)
         env = {
             "HOME": str(home),
             "HERO_ONBOARDING_PORT": str(free_port()),

@@ -11,16 +11,27 @@ purpose (not imported from the client), so that a client drifting from it fails 
 - `secret_get {name}` -> the value, or error -32020 when not stored;
 - zinit's service methods and error codes (§1.2), named or positional params. It really
   supervises: `service_monitor` / `service_start` spawn `shlex.split(exec)` in a new session
-  with the spec's env over ours, output to `<log_dir>/<name>.log`; `service_stop` sends
-  SIGTERM to the process group, SIGKILL after `shutdown_timeout`, and waits.
+  with the spec's env over ours, output to `<log_dir>/<name>.log`.
+- zinit's stop (`src/zinit/lifecycle.rs`): `service_stop` sets the target Down, sends the
+  stop signal (`signal.stop`, default SIGTERM) to the process group once and answers at
+  once. The process exits on its own, or never: nothing escalates to SIGKILL, since zinit
+  uses `shutdown_timeout` only at system shutdown. `service_kill {name, signal}` sends any
+  signal by name (-32004 InvalidSignal for a name it does not know, -32003 IsDown when
+  there is no process). `service_status` and `service_list` reap: an exited process shows
+  pid 0 and its wait status as the state. `service_forget` / `service_delete` answer -32002
+  IsUp while the target is Up or the pid is not 0, so also right after a stop.
 
 Where it is simpler than zinit: a process that exits is not respawned (as with zinit's
 `oneshot`), `after` is stored and reported but does not order anything, there is no `test`.
 
 Knobs for tests, settable at any time (from any thread): `secret_errors` (secret_get answers
 -32603), `secret_missing_as_null` (not-found answers a null result instead of -32020),
-`canned` (method -> result answered instead of the real one), `stalled` (/rpc never answers).
-`calls` records every request's (method, params), with env values and secret values blanked.
+`canned` (method -> result answered instead of the real one), `stalled` (/rpc never answers),
+`fail` ({(method, name): (code, message)}: a call of that method whose `name` param is that
+name answers that error and does nothing; name None matches every call of the method) and
+`unsupported` (method names answered -32601 and left out of the OpenRPC document, as from a
+hero_proc whose API differs). `calls` records every request's (method, params), with env
+values and secret values blanked, failed ones included.
 
 Use `async with fake.serving(path)` from async tests, or `with running_fake_hero_proc(path,
 ...)` from sync ones: a background thread with its own loop keeps answering while the test
@@ -57,6 +68,8 @@ INTERNAL_ERROR = -32603
 SERVICE_NOT_FOUND = -32000
 ALREADY_MONITORED = -32001
 IS_UP = -32002
+IS_DOWN = -32003
+INVALID_SIGNAL = -32004
 CONFIG_ERROR = -32005
 ALREADY_EXISTS = -32007
 SECRET_NOT_FOUND = -32020
@@ -65,6 +78,8 @@ CODE_NAMES = {
     SERVICE_NOT_FOUND: "ServiceNotFound",
     ALREADY_MONITORED: "AlreadyMonitored",
     IS_UP: "IsUp",
+    IS_DOWN: "IsDown",
+    INVALID_SIGNAL: "InvalidSignal",
     CONFIG_ERROR: "ConfigError",
     ALREADY_EXISTS: "AlreadyExists",
     SECRET_NOT_FOUND: "SecretNotFound",
@@ -80,12 +95,15 @@ METHODS: dict[str, tuple[str, ...]] = {
     "service_monitor": ("name",),
     "service_start": ("name",),
     "service_stop": ("name",),
+    "service_kill": ("name", "signal"),
     "service_forget": ("name",),
     "service_delete": ("name",),
 }
 LOG_MODES = ("ring", "stdout", "none")
+# The names zinit (nix's Signal::from_str, after upper-casing) takes: SIGTERM, SIGKILL, ...
+SIGNALS = {sig.name: sig for sig in signal.Signals if not sig.name.startswith("SIGRT")}
 POLL_S = 0.02
-TEARDOWN_TERM_S = 2.0  # at shutdown, SIGKILL comes this soon at the latest
+TEARDOWN_TERM_S = 2.0  # at teardown, SIGKILL comes this soon at the latest
 
 
 class Fault(Exception):
@@ -143,6 +161,8 @@ class FakeHeroProc:
     secret_missing_as_null: bool = False
     canned: dict[str, Any] = field(default_factory=dict)
     stalled: bool = False
+    fail: dict[tuple[str, str | None], tuple[int, str]] = field(default_factory=dict)
+    unsupported: set[str] = field(default_factory=set)
     calls: list[FakeCall] = field(default_factory=list)
     services: dict[str, FakeService] = field(default_factory=dict)
     spawned: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -189,8 +209,8 @@ class FakeHeroProc:
                 _remove(socket_path)
 
     async def stop_everything(self) -> None:
-        for process in list(self.spawned):
-            await _terminate(process, TEARDOWN_TERM_S)
+        """SIGTERM every process still running, SIGKILL those left after TEARDOWN_TERM_S."""
+        await asyncio.gather(*(_terminate(p, TEARDOWN_TERM_S) for p in list(self.spawned)))
 
     # -- HTTP endpoints -------------------------------------------------------------------
 
@@ -274,13 +294,19 @@ class FakeHeroProc:
 
     async def _dispatch(self, method: str, params: Any) -> Any:
         names = METHODS.get(method)
-        if names is None:
+        if names is None or method in set(self.unsupported):
             raise Fault(METHOD_NOT_FOUND, "Method not found")
         kwargs = _bind(names, params)
-        if "name" in kwargs:
-            name = kwargs["name"]
-            if not isinstance(name, str) or not name or any(c in name for c in "/\\."):
-                raise Fault(INVALID_PARAMS, "Invalid params: name")
+        name = kwargs.get("name")
+        if "name" in kwargs and (
+            not isinstance(name, str) or not name or any(c in name for c in "/\\.")
+        ):
+            raise Fault(INVALID_PARAMS, "Invalid params: name")
+        failures = dict(self.fail)
+        injected = failures.get((method, name), failures.get((method, None)))
+        if injected is not None:
+            code, message = injected
+            raise Fault(code, message, name)
         if method in self.canned:
             return self.canned[method]
         handler = getattr(self, "_m_" + method.replace(".", "_"))
@@ -345,11 +371,21 @@ class FakeHeroProc:
         self._bring_up(self._monitored(name))
 
     async def _m_service_stop(self, name: str) -> None:
+        """zinit's: target Down, the stop signal once, and answer without waiting."""
         service = self._monitored(name)
         service.target = "Down"
-        if service.process is not None:
-            await _terminate(service.process, float(service.content.get("shutdown_timeout", 10)))
-            service.refresh()
+        stop = service.content.get("signal", {}).get("stop", "sigterm")
+        if service.running:
+            _signal_group(service, SIGNALS[stop.upper()])
+
+    async def _m_service_kill(self, name: str, signal: Any) -> None:
+        sig = SIGNALS.get(signal.upper()) if isinstance(signal, str) else None
+        if sig is None:
+            raise Fault(INVALID_SIGNAL, f"invalid signal: {str(signal)[:40]}", name)
+        service = self._monitored(name)
+        if not service.running:
+            raise Fault(IS_DOWN, f"service '{name}' is down", name)
+        _signal_group(service, sig)
 
     async def _m_service_forget(self, name: str) -> None:
         service = self._monitored(name)
@@ -403,6 +439,7 @@ class FakeHeroProc:
                     "result": {"name": "result", "schema": {}},
                 }
                 for name, params in METHODS.items()
+                if name not in set(self.unsupported)
             ],
         }
 
@@ -410,6 +447,7 @@ class FakeHeroProc:
 _PARAM_SCHEMAS = {
     "name": {"type": "string", "pattern": "^[^/\\\\.]+$"},
     "content": {"type": "object", "required": ["exec"]},
+    "signal": {"type": "string", "examples": ["SIGTERM", "SIGKILL"]},
 }
 
 
@@ -451,6 +489,11 @@ def _check_content(content: Any) -> None:
         problems.append("shutdown_timeout")
     if content.get("log", "ring") not in LOG_MODES:
         problems.append("log")
+    signals = content.get("signal", {})
+    if not isinstance(signals, dict) or not all(
+        isinstance(v, str) and v.upper() in SIGNALS for v in signals.values()
+    ):
+        problems.append("signal")
     if problems:
         raise Fault(CONFIG_ERROR, f"invalid service config: {', '.join(problems)}")
 
@@ -470,8 +513,19 @@ def _spawn(service: FakeService, log_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _signal_group(service: FakeService, sig: signal.Signals) -> None:
+    """`sig` to the service's process group, as zinit's killpg.
+
+    Called only while the process is unreaped: its pid (= the group id) cannot have been
+    reused then.
+    """
+    assert service.process is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(service.process.pid, sig)
+
+
 async def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """SIGTERM its process group, SIGKILL after `timeout_s`, and wait for it.
+    """Teardown only: SIGTERM its process group, SIGKILL after `timeout_s`, and wait for it.
 
     The group is signalled only while the leader is unreaped: its pid (= the group id) cannot
     have been reused then.

@@ -176,7 +176,12 @@ async def test_openrpc_document_is_valid_and_lists_exactly_what_answers(
 async def test_health_and_the_service_manifest(admin: AdminHandle) -> None:
     status, health = await admin.client.get("/health")
     assert status == 200
-    assert health == {"status": "ok", "service": "hero_onboarding_admin", "version": "0.1.0"}
+    assert health == {
+        "status": "ok",
+        "service": "hero_onboarding_admin",
+        "version": "0.1.0",
+        "pid": os.getpid(),
+    }
     status, manifest = await admin.client.get("/.well-known/heroservice.json")
     assert status == 200
     assert manifest["protocol"] == "openrpc"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from hero_onboarding.control.supervisor import MAX_CRASHES, RotatingLog
 from tests.conftest import SIGNING_SECRET
 from tests.control_kit import Install
+from tests.processes import CLI, HERMETIC
 from tests.sandbox_kit import API_KEY
 from tests.waiting import wait_until
 
@@ -147,7 +149,8 @@ def test_a_start_that_does_not_come_up_fails_with_the_log_and_leaves_nothing(
         taken.listen()
         answer = install.cli("--start", "--sandbox", HERO_ONBOARDING_START_TIMEOUT_S="4")
     assert answer.returncode == 1
-    assert answer.stderr.startswith(f"{E}the service did not come up within 4 s (server: ")
+    assert answer.stderr.startswith(f"{E}the service did not come up: not up within 4 s (")
+    assert "server: " in answer.stderr.splitlines()[0]
     assert "address already in use" in answer.stderr  # the server's own log line
     assert install.processes() == []
 
@@ -246,3 +249,30 @@ def test_check_names_what_is_wrong_then_that_the_running_service_answers(
     assert {entry["daemon"] for entry in entries} == {"server"}
     assert any("listening on" in entry["message"] for entry in entries)
     assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
+
+
+def test_two_starts_at_once_make_one_service(install: Install) -> None:
+    starts = [
+        subprocess.Popen(
+            [CLI, "--start", "--sandbox"],
+            env={**os.environ, **HERMETIC, **install.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=60) for process in starts]
+    assert [process.returncode for process in starts] == [0, 0], outputs
+    assert sorted(out.startswith("already running") for out, _ in outputs) == [False, True]
+    assert len(install.processes()) == 4
+    assert install.status()["healthy"]
+
+
+def test_a_killed_supervisor_takes_its_daemons_and_a_new_start_works(install: Install) -> None:
+    assert install.cli("--start", "--sandbox").returncode == 0
+    psutil.Process(install.status()["supervisor_pid"]).kill()
+    wait_until(lambda: install.processes() == [], timeout=15, what="the daemons follow it")
+    assert install.cli("--status").returncode == 3
+    assert install.cli("--start", "--sandbox").returncode == 0
+    assert install.status()["healthy"]

@@ -6,6 +6,7 @@ Unix socket and really starts and stops the processes it is given.
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from hero_onboarding.config import load_settings
+from hero_onboarding.control.daemons import service_name
 from tests.admin_kit import short_socket_dir
 from tests.conftest import SIGNING_SECRET
 from tests.control_kit import Install
@@ -97,8 +100,10 @@ def test_the_hero_proc_backend_registers_starts_and_stops_through_it(
     started = install.cli("--start")  # auto: hero_proc answers, so it runs the daemons
     assert started.returncode == 0, started.stderr
     assert "running under hero_proc" in started.stdout
-    services = {"hero_onboarding_server", "hero_onboarding_admin"}
-    assert set(hero_proc.services) == services
+    services = set(hero_proc.services)
+    assert {name.rsplit("_", 1)[0] for name in services} == {
+        "hero_onboarding_server", "hero_onboarding_admin"
+    }  # fmt: skip
     for method in ("service_create", "service_monitor"):
         named = {c.params["name"] for c in hero_proc.calls if c.method == method}
         assert named == services
@@ -134,3 +139,64 @@ def test_under_hero_proc_a_secret_only_in_the_shell_is_refused(
         "hero_proc read secrets from its store: put it there, or use --backend builtin\n"
     )
     assert hero_proc.services == {}
+
+
+def test_sandbox_mode_under_hero_proc_hands_it_no_key(
+    install: Install, hero_proc: FakeHeroProc
+) -> None:
+    started = install.cli("--start", "--sandbox", "--backend", "hero_proc")
+    assert started.returncode == 0, started.stderr
+    keys = json.loads((install.data_dir / "sandbox-keys.json").read_text())
+    assert len(hero_proc.services) == 3
+    for service in hero_proc.services.values():
+        env = service.content["env"]
+        assert env["HERO_ONBOARDING_SANDBOX_KEYS_FILE"] == str(
+            install.data_dir / "sandbox-keys.json"
+        )
+        assert not set(keys.values()) & set(env.values())
+    assert install.status()["healthy"]
+    assert install.cli("--stop").returncode == 0
+    assert hero_proc.services == {}
+
+
+def test_a_start_hero_proc_refuses_halfway_is_undone(
+    install: Install, hero_proc: FakeHeroProc
+) -> None:
+    admin = service_name(load_settings(install.env), "admin")  # the last one started
+    hero_proc.fail = {("service_monitor", admin): (-32005, "config error")}
+    answer = install.cli("--start", "--backend", "hero_proc")
+    assert answer.returncode == 1
+    assert "service_stop" in hero_proc.methods_called()  # the server it had started is undone
+    [line] = answer.stderr.splitlines()
+    assert line.startswith(f"{E}hero_proc could not start the service: ")
+    assert hero_proc.services == {}
+    assert install.processes() == []
+    hero_proc.fail = {}
+    assert install.cli("--start", "--backend", "hero_proc").returncode == 0
+
+
+def test_a_hero_proc_without_service_methods_leaves_the_builtin_backend_working(
+    install: Install, hero_proc: FakeHeroProc
+) -> None:
+    hero_proc.unsupported = {"service_status", "service_create"}
+    assert install.cli("--start", "--backend", "builtin").returncode == 0
+    status = install.status()
+    assert status["backend"] == "builtin"
+    assert status["healthy"]
+    stopped = install.cli("--stop")
+    assert stopped.returncode == 0
+    assert stopped.stdout.strip() == "stopped"
+    assert install.processes() == []
+
+
+def test_two_installations_sharing_hero_proc_keep_to_their_own_services(
+    tmp_path: Path, install: Install, hero_proc: FakeHeroProc
+) -> None:
+    assert install.cli("--start").returncode == 0
+    ours = set(hero_proc.services)
+    other = Install.in_tmp(tmp_path / "other", HERO_PROC_SOCKET=install.env["HERO_PROC_SOCKET"])
+    assert other.cli("--status").returncode == 3
+    stopped = other.cli("--stop")
+    assert stopped.stdout.strip() == "not running; nothing to stop"
+    assert set(hero_proc.services) == ours
+    assert install.status()["healthy"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from functools import partial
 
@@ -18,13 +19,14 @@ from tests.conftest import SIGNING_SECRET, build_app
 from tests.waiting import wait_until_async
 
 
-async def test_health_names_the_service_and_version(client):
+async def test_health_names_the_service_version_and_process(client):
     resp = await client.get("/health")
     assert resp.status == 200
     assert await resp.json() == {
         "status": "ok",
         "service": "hero_onboarding",
         "version": __version__,
+        "pid": os.getpid(),  # so --start knows the answer came from the daemon it started
     }
 
 

@@ -21,7 +21,10 @@ from aiohttp import web
 
 from hero_onboarding.rpc.hero_proc import (
     ALREADY_EXISTS,
+    INVALID_SIGNAL,
+    IS_DOWN,
     IS_UP,
+    METHOD_NOT_FOUND,
     SERVICE_NOT_FOUND,
     HeroProcClient,
     HeroProcError,
@@ -76,6 +79,53 @@ def sleeper_spec(name: str = "sleeper", **overrides) -> ServiceSpec:
         "shutdown_timeout": 5,
     }
     return ServiceSpec(**{**fields, **overrides})
+
+
+# Ignores SIGTERM; says so once it does.
+STUBBORN = textwrap.dedent(
+    """
+    import signal, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("ignoring", flush=True)
+    while True: time.sleep(0.05)
+    """
+)
+
+# A daemon that handles SIGTERM: says it got it, finishes its work (until the file named by
+# argv[1] exists, so the test decides when) and exits 0.
+GRACEFUL = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    asked = []
+    signal.signal(signal.SIGTERM, lambda *_: asked.append(1))
+    print("ready", flush=True)
+    while not asked: time.sleep(0.02)
+    print("got SIGTERM", flush=True)
+    while not os.path.exists(sys.argv[1]): time.sleep(0.02)
+    print("done", flush=True)
+    """
+)
+
+
+async def logged(fake: FakeHeroProc, name: str, text: str) -> None:
+    async def said() -> bool:
+        return text in fake.log_of(name)
+
+    await wait_until_async(said, timeout=10, what=f"{name} logged {text!r}")
+
+
+async def exited(hp: HeroProcClient, name: str) -> ServiceStatus:
+    """Poll its status until its pid is 0 (the supervisor reaped it), as a caller of stop must."""
+    seen: list[ServiceStatus] = []
+
+    async def reaped() -> bool:
+        status = await hp.service_status(name)
+        assert status is not None
+        seen.append(status)
+        return status.pid == 0
+
+    await wait_until_async(reaped, timeout=10, what=f"{name}'s pid is 0")
+    return seen[-1]
 
 
 # -- where hero_proc is -----------------------------------------------------------------------
@@ -260,19 +310,17 @@ async def test_a_created_monitored_started_service_runs_until_stopped(
     assert SLEEPER in process.cmdline()
     assert os.getpgid(status.pid) == status.pid  # its own session, so stop reaches its children
 
-    async def said_hello() -> bool:
-        return f"{MARKER} token-from-env" in fake.log_of("sleeper")
-
-    await wait_until_async(said_hello, timeout=10, what="the service logged its env value")
+    await logged(fake, "sleeper", f"{MARKER} token-from-env")
     assert await hp.service_list() == {"sleeper": "Running"}
 
-    await hp.service_stop("sleeper")
-    assert not psutil.pid_exists(status.pid)
-    stopped = await hp.service_status("sleeper")
+    await hp.service_stop("sleeper")  # asks; SIGTERM's default action then ends it
+    stopped = await exited(hp, "sleeper")
+    assert not psutil.pid_exists(status.pid)  # reaped, not a zombie
     assert stopped == ServiceStatus(
         "sleeper", pid=0, state="Error(signal: 15 (SIGTERM))", target="Down"
     )
     assert not stopped.running
+    await hp.service_stop("sleeper")  # stopping a stopped service is fine (zinit: Ok)
 
     await hp.service_forget("sleeper")
     assert await hp.service_status("sleeper") is None
@@ -280,6 +328,7 @@ async def test_a_created_monitored_started_service_runs_until_stopped(
     await hp.service_delete("sleeper")
     await hp.service_create(spec)  # the name is free again
     assert fake.methods_called()[:3] == ["service_create", "service_status", "service_monitor"]
+    assert FakeCall("service_stop", {"name": "sleeper"}) in fake.calls
     assert fake.calls[0].params == {
         "name": "sleeper",
         "content": {
@@ -318,32 +367,176 @@ async def test_unknown_services(hp: HeroProcClient) -> None:
     assert caught.value.code == SERVICE_NOT_FOUND == -32000
 
 
-async def test_a_service_ignoring_sigterm_is_killed_after_its_timeout(
+async def test_stop_only_asks_and_returns_before_the_process_has_exited(
+    hp: HeroProcClient, fake: FakeHeroProc, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    await hp.service_create(
+        sleeper_spec(exec=shlex.join([sys.executable, "-c", GRACEFUL, str(release)]))
+    )
+    await hp.service_monitor("sleeper")
+    await logged(fake, "sleeper", "ready")
+    running = await hp.service_status("sleeper")
+    assert running is not None
+
+    await hp.service_stop("sleeper")
+    await logged(fake, "sleeper", "got SIGTERM")
+    # It has the signal, and it is still up: stop did not wait for it.
+    stopping = await hp.service_status("sleeper")
+    assert stopping == ServiceStatus("sleeper", running.pid, "Running", "Down")
+    assert psutil.Process(running.pid).is_running()
+    with pytest.raises(HeroProcError) as caught:
+        await hp.service_forget("sleeper")
+    assert caught.value.code == IS_UP
+
+    release.touch()
+    assert await exited(hp, "sleeper") == ServiceStatus("sleeper", 0, "Success", "Down")
+    assert "done" in fake.log_of("sleeper")
+    await hp.service_forget("sleeper")
+    await hp.service_delete("sleeper")
+
+
+async def test_a_service_ignoring_sigterm_stays_up_until_killed(
     hp: HeroProcClient, fake: FakeHeroProc
 ) -> None:
-    stubborn = textwrap.dedent(
-        """
-        import signal, time
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("ignoring", flush=True)
-        while True: time.sleep(0.05)
-        """
-    )
-    spec = sleeper_spec(exec=shlex.join([sys.executable, "-c", stubborn]), shutdown_timeout=1)
+    # shutdown_timeout 0: had stop escalated after it, it would be gone at once.
+    spec = sleeper_spec(exec=shlex.join([sys.executable, "-c", STUBBORN]), shutdown_timeout=0)
     await hp.service_create(spec)
     await hp.service_monitor("sleeper")
-
-    async def ignoring() -> bool:
-        return "ignoring" in fake.log_of("sleeper")
-
-    await wait_until_async(ignoring, timeout=10, what="the service ignores SIGTERM")
+    await logged(fake, "sleeper", "ignoring")
     status = await hp.service_status("sleeper")
     assert status is not None
+
     await hp.service_stop("sleeper")
+    await hp.service_stop("sleeper")  # asking again sends SIGTERM again: still ignored
+    # An ignored signal is discarded as it is sent, so once stop has answered the process
+    # is certainly still up, and stays so: these are refused however long one waits.
+    after_stop = await hp.service_status("sleeper")
+    assert after_stop == ServiceStatus("sleeper", status.pid, "Running", "Down")
+    assert psutil.Process(status.pid).status() != psutil.STATUS_ZOMBIE
+    for refused in (hp.service_forget, hp.service_delete):
+        with pytest.raises(HeroProcError) as caught:
+            await refused("sleeper")
+        assert caught.value.code == IS_UP == -32002
+
+    for bad in ("SIGNOPE", "TERM", "15", ""):
+        with pytest.raises(HeroProcError) as caught:
+            await hp.service_kill("sleeper", bad)
+        assert caught.value.code == INVALID_SIGNAL == -32004
+    assert fake.services["sleeper"].running  # a refused kill sent nothing
+
+    await hp.service_kill("sleeper", "SIGKILL")
+    killed = await exited(hp, "sleeper")
+    assert killed.state == f"Error(signal: {int(signal.SIGKILL)} (SIGKILL))"
+    assert killed.target == "Down"
     assert not psutil.pid_exists(status.pid)
-    stopped = await hp.service_status("sleeper")
-    assert stopped is not None
-    assert stopped.state == f"Error(signal: {int(signal.SIGKILL)} (SIGKILL))"
+    assert FakeCall("service_kill", {"name": "sleeper", "signal": "SIGKILL"}) in fake.calls
+
+    with pytest.raises(HeroProcError) as caught:
+        await hp.service_kill("sleeper", "SIGKILL")
+    assert caught.value.code == IS_DOWN == -32003
+    await hp.service_forget("sleeper")
+    await hp.service_delete("sleeper")
+
+
+async def test_teardown_kills_even_a_process_ignoring_sigterm(
+    socket_path: Path, tmp_path: Path
+) -> None:
+    fake = FakeHeroProc(log_dir=tmp_path / "logs")
+    async with fake.serving(socket_path), HeroProcClient(socket_path) as hp:
+        await hp.service_create(sleeper_spec(exec=shlex.join([sys.executable, "-c", STUBBORN])))
+        await hp.service_monitor("sleeper")
+        await logged(fake, "sleeper", "ignoring")
+        await hp.service_stop("sleeper")  # ignored: it is still up when the fake goes away
+        status = await hp.service_status("sleeper")
+        assert status is not None
+        assert status.pid > 0
+    assert not psutil.pid_exists(status.pid)  # SIGKILLed and reaped by the teardown
+
+
+async def test_kill_takes_signal_names_in_any_case_and_does_not_change_the_target(
+    hp: HeroProcClient,
+) -> None:
+    await hp.service_create(sleeper_spec())
+    await hp.service_monitor("sleeper")
+    await hp.service_kill("sleeper", "sigterm")
+    killed = await exited(hp, "sleeper")
+    assert (killed.state, killed.target) == ("Error(signal: 15 (SIGTERM))", "Up")
+    with pytest.raises(HeroProcError) as caught:
+        await hp.service_forget("sleeper")  # target Up: still refused though pid is 0
+    assert caught.value.code == IS_UP
+    with pytest.raises(HeroProcError) as caught:
+        await hp.service_kill("nobody", "SIGKILL")
+    assert caught.value.code == SERVICE_NOT_FOUND
+
+
+async def test_the_stop_signal_comes_from_the_spec(
+    hp: HeroProcClient, fake: FakeHeroProc, socket_path: Path
+) -> None:
+    """zinit's `signal: {stop: ...}` (ServiceSpec does not send it: the call is made raw)."""
+    content = {**sleeper_spec().as_content(), "signal": {"stop": "sigint"}}
+    connector = aiohttp.UnixConnector(path=str(socket_path))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        call = {"name": "sleeper", "content": content}
+        request = {"jsonrpc": "2.0", "id": 1, "method": "service_create", "params": call}
+        async with session.post("http://localhost/rpc", json=request) as response:
+            assert "result" in await response.json()
+    await hp.service_monitor("sleeper")
+    await logged(fake, "sleeper", MARKER)
+    await hp.service_stop("sleeper")
+    assert (await exited(hp, "sleeper")).state == f"Error(signal: {int(signal.SIGINT)} (SIGINT))"
+
+
+async def test_an_injected_failure_answers_instead_and_does_nothing(
+    hp: HeroProcClient, fake: FakeHeroProc
+) -> None:
+    await hp.service_create(sleeper_spec("hero_onboarding_admin"))
+    await hp.service_create(sleeper_spec("other"))
+    fake.fail = {("service_monitor", "hero_onboarding_admin"): (-32005, "config error")}
+    with pytest.raises(HeroProcError, match="config error") as caught:
+        await hp.service_monitor("hero_onboarding_admin")
+    assert caught.value.code == -32005
+    assert await hp.service_status("hero_onboarding_admin") is None  # not monitored
+    await hp.service_monitor("other")  # another name is not affected
+    assert fake.methods_called().count("service_monitor") == 2  # the failed one is logged
+
+    fake.fail[("service_stop", None)] = (-32011, "process error")  # None: every name
+    with pytest.raises(HeroProcError) as caught:
+        await hp.service_stop("other")
+    assert caught.value.code == -32011
+    status = await hp.service_status("other")
+    assert status is not None
+    assert status.running
+    assert status.target == "Up"
+
+    fake.fail = {}
+    await hp.service_monitor("hero_onboarding_admin")
+    assert (await hp.service_list()).keys() == {"hero_onboarding_admin", "other"}
+
+
+async def test_unsupported_methods_are_method_not_found(
+    hp: HeroProcClient, fake: FakeHeroProc, socket_path: Path
+) -> None:
+    fake.unsupported = {"service_status", "service_kill"}
+    await hp.service_create(sleeper_spec())
+    await hp.service_monitor("sleeper")
+    for call in (lambda: hp.service_status("sleeper"), lambda: hp.service_kill("sleeper", "X")):
+        with pytest.raises(HeroProcError) as caught:
+            await call()
+        assert caught.value.code == METHOD_NOT_FOUND == -32601
+    assert fake.services["sleeper"].running
+    connector = aiohttp.UnixConnector(path=str(socket_path))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get("http://localhost/openrpc.json") as response,
+    ):
+        methods = {m["name"] for m in (await response.json())["methods"]}
+    assert "service_monitor" in methods
+    assert methods.isdisjoint(fake.unsupported)
+    fake.unsupported = set()
+    status = await hp.service_status("sleeper")
+    assert status is not None
+    assert status.running
 
 
 @pytest.mark.parametrize(
@@ -406,7 +599,7 @@ async def test_the_fake_speaks_the_hero_socket_spec(fake: FakeHeroProc, socket_p
             assert (await response.json())["protocol"] == "openrpc"
         async with session.get("http://localhost/openrpc.json") as response:
             methods = {m["name"] for m in (await response.json())["methods"]}
-        assert {"secret_get", "service_create", "service_status"} <= methods
+        assert {"secret_get", "service_create", "service_status", "service_kill"} <= methods
 
 
 def test_service_spec_content_is_zinits_yaml_and_its_repr_hides_env() -> None:

@@ -23,6 +23,7 @@ from ..config import (
     setting_names,
 )
 from ..daemon.server import serve
+from ..rpc.hero_proc import HeroProcError, HeroProcUnavailable
 from .check import check_command
 from .control_commands import BACKENDS, control
 from .errors import (
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(EXIT_FAILURE, "aborted")
     except (ConfigError, SecretsError, NothingToTalkTo) as exc:
         _fail(EXIT_USAGE, str(exc))
-    except (StartupError, CommandFailed) as exc:
+    except (StartupError, CommandFailed, HeroProcError, HeroProcUnavailable) as exc:
         _fail(EXIT_FAILURE, str(exc))
     except KeyboardInterrupt:
         _fail(EXIT_FAILURE, "interrupted")

@@ -23,18 +23,34 @@ def control(action: str, settings: Settings, *, sandbox: bool, backend: str, as_
         if not state.running:
             return EXIT_NOT_RUNNING
         return EXIT_OK if state.healthy else EXIT_FAILURE
-    if action in ("--stop", "--restart"):
+    if action == "--stop":
         stopped = service.run(service.stop(settings, env))
         click.echo("stopped" if stopped else "not running; nothing to stop")
-        if action == "--stop":
-            return EXIT_OK
+        return EXIT_OK
+    if action == "--restart":
+        state = service.run(
+            service.restart(
+                settings,
+                env,
+                sandbox=sandbox or None,  # without --sandbox: as it ran before
+                backend=None if backend == "auto" else backend,
+            )
+        )
+        click.echo(describe(state))
+        return EXIT_OK
     state, started = service.run(service.start(settings, env, sandbox=sandbox, backend=backend))
-    if not started:
-        click.echo("already running")
-    click.echo(describe(state))
     if started:
+        click.echo(describe(state))
         click.echo(f"stop it with: hero-onboarding --stop (data dir {settings.data_dir})")
-    return EXIT_OK
+        return EXIT_OK
+    click.echo("already running" + ("" if state.healthy else ", but not healthy"))
+    if state.sandbox != sandbox:
+        click.echo(
+            f"(in {'sandbox' if state.sandbox else 'production'} mode; --stop, then --start"
+            f"{' --sandbox' if sandbox else ''} to change that)"
+        )
+    click.echo(describe(state))
+    return EXIT_OK if state.healthy else EXIT_FAILURE
 
 
 def describe(state: ServiceState) -> str:
@@ -43,7 +59,8 @@ def describe(state: ServiceState) -> str:
     mode = ", sandbox mode" if state.sandbox else ""
     supervisor = f" pid {state.supervisor_pid}" if state.supervisor_pid else ""
     lines = [
-        f"hero-onboarding is running under {state.backend}{supervisor}{mode}",
+        f"hero-onboarding is running under {state.backend}{supervisor}{mode}"
+        + (f" ({state.note})" if state.note else ""),
         f"  public URL:   {state.public_url}",
         f"  admin socket: {state.admin_socket}",
     ]

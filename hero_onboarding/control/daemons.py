@@ -8,6 +8,7 @@ hero_proc is turned off for the daemons so real keys stored there are never used
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -15,13 +16,16 @@ from typing import Final
 
 from ..config import Settings, env_name
 from ..rpc.hero_proc import SOCKET_ENV
-from .sandbox_keys import SandboxKeys
-from .secrets import SECRET_KEY, WEBHOOK_SIGNING_KEY
+from .sandbox_keys import KEYS_FILE_ENV, keys_path
 
 SERVER: Final = "server"
 ADMIN: Final = "admin"
 SANDBOX: Final = "sandbox"
-# How hero_proc (and the status output) names each daemon.
+ALL_DAEMONS: Final = (
+    SANDBOX,
+    SERVER,
+    ADMIN,
+)  # start order# How hero_proc (and the status output) names each daemon.
 SERVICE_PREFIX: Final = "hero_onboarding_"
 
 
@@ -36,14 +40,18 @@ class Health:
 @dataclass(frozen=True)
 class DaemonSpec:
     name: str
+    service: str  # its name under hero_proc: one per installation
     argv: tuple[str, ...]
     env: dict[str, str]  # added to the supervisor's environment
     health: Health
     after: tuple[str, ...] = ()
 
-    @property
-    def service(self) -> str:
-        return SERVICE_PREFIX + self.name
+
+def service_name(settings: Settings, daemon: str) -> str:
+    """`hero_onboarding_server_1a2b3c4d`: the suffix names the data directory, so two
+    installations sharing one hero_proc never stop or report each other's services."""
+    digest = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:8]
+    return f"{SERVICE_PREFIX}{daemon}_{digest}"
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -62,29 +70,26 @@ def command(*args: str) -> tuple[str, ...]:
 
 
 def plan(
-    settings: Settings, *, sandbox_keys: SandboxKeys | None, hero_proc_socket: Path | None = None
+    settings: Settings, *, sandbox: bool, hero_proc_socket: Path | None = None
 ) -> list[DaemonSpec]:
-    """The daemons to run, in start order; `sandbox_keys` turns sandbox mode on.
+    """The daemons to run, in start order.
 
-    `hero_proc_socket` is where the daemons ask for their secrets (the one `--start` asked).
+    `hero_proc_socket` is where the daemons ask for their secrets (the one `--start` asked). In
+    sandbox mode they read the generated test keys from their file instead: only its path is
+    in their environment, so no key value is ever handed to a supervisor's configuration.
     """
     env = settings_env(settings)
     if hero_proc_socket is not None:
         env[SOCKET_ENV] = str(hero_proc_socket)
     daemons: list[DaemonSpec] = []
-    if sandbox_keys is not None:
-        keys = {
-            WEBHOOK_SIGNING_KEY: sandbox_keys.webhook_signing_key.reveal(),
-            SECRET_KEY: sandbox_keys.secret_key.reveal(),
-        }
+    if sandbox:
         env.update(
-            keys,
-            **{
-                SOCKET_ENV: "",
+            {
+                KEYS_FILE_ENV: str(keys_path(settings.data_dir)),
                 env_name("mode"): "sandbox",
                 env_name("provider"): "stripe",
                 env_name("stripe_api_base"): settings.sandbox_url,
-            },
+            }
         )
         sandbox_argv = command(
             "sandbox",
@@ -94,12 +99,19 @@ def plan(
             "--log-level", settings.log_level,
         )  # fmt: skip
         daemons.append(
-            DaemonSpec(SANDBOX, sandbox_argv, env, Health(url=f"{settings.sandbox_url}/health"))
+            DaemonSpec(
+                SANDBOX,
+                service_name(settings, SANDBOX),
+                sandbox_argv,
+                env,
+                Health(url=f"{settings.sandbox_url}/health"),
+            )
         )
-    after = (SANDBOX,) if sandbox_keys is not None else ()
+    after = (service_name(settings, SANDBOX),) if sandbox else ()
     daemons.append(
         DaemonSpec(
             SERVER,
+            service_name(settings, SERVER),
             command("server"),
             env,
             Health(url=f"http://{_local(settings.host)}:{settings.port}/health"),
@@ -107,7 +119,14 @@ def plan(
         )
     )
     daemons.append(
-        DaemonSpec(ADMIN, command("admin"), env, Health(socket=settings.admin_socket_path), after)
+        DaemonSpec(
+            ADMIN,
+            service_name(settings, ADMIN),
+            command("admin"),
+            env,
+            Health(socket=settings.admin_socket_path),
+            after,
+        )
     )
     return daemons
 

@@ -1,10 +1,15 @@
-"""Asking a daemon whether it answers: GET /health over TCP, or over the admin Unix socket."""
+"""Asking a daemon whether it answers: GET /health over TCP, or over the admin Unix socket.
+
+Every daemon's /health says its pid, so an answer counts only when it comes from the process
+we started: another installation (or a leftover) on the same port is not "healthy".
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 
@@ -12,10 +17,30 @@ from .daemons import DaemonSpec, Health
 
 PROBE_TIMEOUT_S = 2.0
 POLL_S = 0.1
+OK = "ok"
+
+Pids = Callable[[], Awaitable[dict[str, int | None]]]
 
 
 async def probe(health: Health, path: str = "/health", timeout_s: float = PROBE_TIMEOUT_S) -> str:
     """ "ok", or why not (one short phrase, safe to print)."""
+    answer, _ = await _ask(health, path, timeout_s)
+    return answer
+
+
+async def probe_process(health: Health, pid: int | None) -> str:
+    """ "ok" only if /health answers and names `pid` as the process answering."""
+    answer, answered_by = await _ask(health, "/health", PROBE_TIMEOUT_S)
+    if answer != OK:
+        return answer
+    if pid is None:
+        return "starting"
+    if answered_by != pid:
+        return f"port answered by another process (pid {answered_by})"
+    return OK
+
+
+async def _ask(health: Health, path: str, timeout_s: float) -> tuple[str, int | None]:
     if health.socket is not None:
         connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=str(health.socket))
         url = f"http://localhost{path}"
@@ -30,25 +55,40 @@ async def probe(health: Health, path: str = "/health", timeout_s: float = PROBE_
             ) as session,
             session.get(url) as response,
         ):
-            await response.read()
-            return "ok" if response.status == 200 else f"HTTP {response.status}"
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return "not answering" if not isinstance(exc, TimeoutError) else "timed out"
+            body = await response.read()
+            if response.status != 200:
+                return f"HTTP {response.status}", None
+    except TimeoutError:
+        return "timed out", None
+    except (aiohttp.ClientError, OSError):
+        return "not answering", None
+    try:
+        pid = json.loads(body).get("pid")
+    except (ValueError, AttributeError):
+        pid = None
+    return OK, pid if isinstance(pid, int) else None
 
 
 async def wait_healthy(
-    specs: Sequence[DaemonSpec], timeout_s: float, *, alive: Callable[[], bool] = lambda: True
+    specs: Sequence[DaemonSpec],
+    timeout_s: float,
+    pids: Pids,
+    *,
+    alive: Callable[[], bool] = lambda: True,
 ) -> dict[str, str]:
-    """Poll every daemon until all answer, the deadline passes, or `alive()` says the thing
-    starting them is gone; the last answer of each."""
+    """Poll every daemon until each answers as the process `pids()` names for it, the deadline
+    passes, or `alive()` says what starts them is gone; the last answer of each."""
     deadline = time.monotonic() + timeout_s
     answers = {spec.name: "not answering" for spec in specs}
     while True:
-        pending = [spec for spec in specs if answers[spec.name] != "ok"]
-        results = await asyncio.gather(*(probe(spec.health) for spec in pending))
+        expected = await pids()
+        pending = [spec for spec in specs if answers[spec.name] != OK]
+        results = await asyncio.gather(
+            *(probe_process(spec.health, expected.get(spec.name)) for spec in pending)
+        )
         answers.update({spec.name: result for spec, result in zip(pending, results, strict=True)})
         if (
-            all(answer == "ok" for answer in answers.values())
+            all(answer == OK for answer in answers.values())
             or time.monotonic() > deadline
             or not alive()
         ):

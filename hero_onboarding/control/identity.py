@@ -7,12 +7,14 @@ all three still match; a stale record pointing at someone else's process is neve
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
 import os
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -20,6 +22,7 @@ from typing import Any, Final
 import psutil
 
 CREATE_TIME_SLACK_S: Final = 0.05
+LOCK_POLL_S: Final = 0.05
 
 
 @dataclass(frozen=True)
@@ -119,3 +122,20 @@ def lock_is_held(path: Path) -> bool:
             return False
     except LockHeld:
         return True
+
+
+@contextlib.asynccontextmanager
+async def waiting_for_lock(path: Path, wait_s: float) -> AsyncIterator[None]:
+    """`holding_lock`, retried for up to `wait_s` while someone else has it (then LockHeld)."""
+    deadline = time.monotonic() + wait_s
+    lock = contextlib.ExitStack()
+    while True:
+        try:
+            lock.enter_context(holding_lock(path))
+            break
+        except LockHeld:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(LOCK_POLL_S)
+    with lock:
+        yield

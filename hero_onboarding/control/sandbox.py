@@ -19,7 +19,7 @@ from ..sandbox.config import DEFAULT_PORT, SandboxConfig, WebhookEndpoint
 from ..sandbox.server import serve_sandbox
 from .foreground import run_until_signalled
 from .logs import configure_logging
-from .secrets import SECRET_KEY, SecretLookup, webhook_signing_keys
+from .secrets import SECRET_KEY, SecretLookup, sandbox_keys_lookup, webhook_signing_keys
 
 
 class HttpUrl(click.ParamType):
@@ -113,7 +113,8 @@ def sandbox_command(
     events = tuple(part.strip() for part in webhook_events.split(",") if part.strip())
     if not events:
         raise ConfigError("--webhook-events: give at least one event type, or *")
-    secrets = SecretLookup.from_env(os.environ)  # a test tool: its keys are test keys
+    # A test tool: its keys are test keys, from `--start --sandbox`'s file or the environment.
+    secrets = sandbox_keys_lookup(os.environ) or SecretLookup.from_env(os.environ)
     signing = webhook_signing_keys(secrets) if webhooks else ()
     config = SandboxConfig(
         host=host,

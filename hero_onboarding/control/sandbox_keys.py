@@ -18,6 +18,12 @@ from ..config import Secret
 from .errors import CommandFailed
 
 FILE_NAME: Final = "sandbox-keys.json"
+# Set for the daemons of `--start --sandbox`: they take their keys from this file, first.
+KEYS_FILE_ENV: Final = "HERO_ONBOARDING_SANDBOX_KEYS_FILE"
+
+
+def keys_path(data_dir: Path) -> Path:
+    return data_dir / FILE_NAME
 
 
 @dataclass(frozen=True)
@@ -27,9 +33,9 @@ class SandboxKeys:
 
 
 def load_or_create(data_dir: Path) -> SandboxKeys:
-    path = data_dir / FILE_NAME
+    path = keys_path(data_dir)
     try:
-        return _read(path)
+        return read(path)
     except FileNotFoundError:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -49,10 +55,10 @@ def load_or_create(data_dir: Path) -> SandboxKeys:
         pass
     finally:
         partial.unlink()
-    return _read(path)
+    return read(path)
 
 
-def _read(path: Path) -> SandboxKeys:
+def read(path: Path) -> SandboxKeys:
     try:
         stored = json.loads(path.read_text())
         return SandboxKeys(Secret(stored["webhook_signing_key"]), Secret(stored["secret_key"]))

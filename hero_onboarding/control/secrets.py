@@ -24,6 +24,8 @@ from ..rpc.hero_proc import (
     HeroProcUnavailable,
     hero_proc_socket,
 )
+from . import sandbox_keys
+from .sandbox_keys import KEYS_FILE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ ALL_SECRETS: Final = (WEBHOOK_SIGNING_KEY, SECRET_KEY, PUBLISHABLE_KEY)
 HERO_PROC_TIMEOUT_S: Final = 5.0
 ENVIRONMENT: Final = "environment"
 HERO_PROC: Final = "hero_proc"
+SANDBOX_KEYS: Final = "sandbox keys file"
 
 
 class SecretsError(RuntimeError):
@@ -68,8 +71,26 @@ def hero_proc_at(env: Mapping[str, str]) -> Path | None:
     return hero_proc_socket(env) if env.get(SOCKET_ENV) != "" else None
 
 
+def sandbox_keys_lookup(env: Mapping[str, str]) -> SecretLookup | None:
+    """The generated test keys, for daemons `--start --sandbox` runs (None for any other)."""
+    path = env.get(KEYS_FILE_ENV)
+    if not path:
+        return None
+    keys = sandbox_keys.read(Path(path))  # CommandFailed names the file when unreadable
+    found = {
+        WEBHOOK_SIGNING_KEY: (keys.webhook_signing_key, SANDBOX_KEYS),
+        SECRET_KEY: (keys.secret_key, SANDBOX_KEYS),
+    }
+    return SecretLookup(found, f"{SANDBOX_KEYS} {path}")
+
+
 async def look_up(env: Mapping[str, str], names: Sequence[str] = ALL_SECRETS) -> SecretLookup:
-    """Ask hero_proc for each of `names`, then take the rest from the environment."""
+    """Ask hero_proc for each of `names`, then take the rest from the environment.
+
+    The daemons of `--start --sandbox` take the generated test keys, and nothing else.
+    """
+    if (generated := sandbox_keys_lookup(env)) is not None:
+        return generated
     socket = hero_proc_at(env)
     if socket is None:
         return SecretLookup(_from_env(env, names, {}), f"{ENVIRONMENT} (hero_proc turned off)")

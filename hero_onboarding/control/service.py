@@ -2,11 +2,15 @@
 
 `auto` runs under hero_proc when its socket answers, else under the built-in supervisor.
 Stopping and reporting look at both, so they find the service however it was started.
+`--start`, `--stop` and `--restart` hold `<data_dir>/run/control.lock` while they work, so two
+of them at once take turns instead of undoing each other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import os
 import shlex
@@ -19,19 +23,24 @@ from typing import Any, Final
 
 from ..config import Settings
 from ..rpc.hero_proc import (
+    IS_UP,
+    METHOD_NOT_FOUND,
+    SERVICE_NOT_FOUND,
     HeroProcClient,
     HeroProcError,
     HeroProcUnavailable,
     ServiceSpec,
+    ServiceStatus,
 )
-from .daemons import SERVICE_PREFIX, DaemonSpec, Health, command, plan, settings_env
+from .daemons import ALL_DAEMONS, DaemonSpec, Health, command, plan, service_name, settings_env
 from .errors import CommandFailed
-from .health import probe, wait_healthy
-from .identity import ProcessIdentity, lock_is_held, read_json
+from .health import OK, probe_process, wait_healthy
+from .identity import LockHeld, ProcessIdentity, lock_is_held, read_json, waiting_for_lock
 from .sandbox_keys import load_or_create
 from .secrets import (
     HERO_PROC,
-    SecretLookup,
+    SECRET_KEY,
+    WEBHOOK_SIGNING_KEY,
     SecretsError,
     hero_proc_at,
     look_up,
@@ -39,10 +48,12 @@ from .secrets import (
 )
 from .supervisor import LOCK_FILE, STATUS_FILE
 
+log = logging.getLogger(__name__)
+
 BACKENDS: Final = ("auto", "hero_proc", "builtin")
 BUILTIN: Final = "builtin"
 HERO_PROC_BACKEND: Final = "hero_proc"
-DAEMON_NAMES: Final = ("sandbox", "server", "admin")
+CONTROL_LOCK: Final = "control.lock"
 LOG_TAIL_LINES: Final = 12
 STOP_POLL_S: Final = 0.1
 
@@ -66,6 +77,7 @@ class ServiceState:
     public_url: str | None = None
     admin_socket: str | None = None
     supervisor_pid: int | None = None
+    note: str = ""  # what is wrong with the whole (a supervisor gone, hero_proc not answering)
     daemons: list[DaemonState] = field(default_factory=list)
 
     @property
@@ -74,7 +86,7 @@ class ServiceState:
 
     @property
     def healthy(self) -> bool:
-        return self.running and all(d.health == "ok" for d in self.daemons)
+        return self.running and not self.note and all(d.health == OK for d in self.daemons)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -85,8 +97,22 @@ class ServiceState:
             "public_url": self.public_url,
             "admin_socket": self.admin_socket,
             "supervisor_pid": self.supervisor_pid,
+            "note": self.note,
             "daemons": [asdict(d) for d in self.daemons],
         }
+
+
+@contextlib.asynccontextmanager
+async def controlling(settings: Settings) -> Any:
+    """One --start/--stop/--restart at a time for a data directory."""
+    wait_s = settings.start_timeout_s + settings.stop_timeout_s * 2 + 10
+    try:
+        async with waiting_for_lock(settings.run_dir / CONTROL_LOCK, wait_s):
+            yield
+    except LockHeld:
+        raise CommandFailed(
+            f"another --start/--stop for {settings.data_dir} has not finished in {wait_s:g} s"
+        ) from None
 
 
 # --- the built-in supervisor ---
@@ -97,8 +123,13 @@ def _status_record(settings: Settings) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def builtin_running(settings: Settings) -> bool:
-    return lock_is_held(settings.run_dir / LOCK_FILE)
+def _recorded_children(record: dict[str, Any]) -> dict[str, ProcessIdentity]:
+    children = {}
+    for name, entry in (record.get("daemons") or {}).items():
+        identity = ProcessIdentity.from_json((entry or {}).get("identity"))
+        if identity is not None:
+            children[name] = identity
+    return children
 
 
 def start_builtin(settings: Settings, *, sandbox: bool) -> subprocess.Popen[bytes]:
@@ -125,14 +156,15 @@ async def stop_builtin(settings: Settings) -> bool:
     record = _status_record(settings)
     if record is None:
         return False
-    grace = settings.stop_timeout_s
     supervisor = ProcessIdentity.from_json(record.get("supervisor"))
-    stopped_any = supervisor is not None and await _terminate(supervisor, grace + 5)
-    for entry in (record.get("daemons") or {}).values():
-        child = ProcessIdentity.from_json((entry or {}).get("identity"))
-        if child is not None and await _terminate(child, grace):
-            stopped_any = True  # the supervisor died without stopping it (SIGKILL)
-    if not builtin_running(settings):
+    stopped_any = supervisor is not None and await _terminate(
+        supervisor, settings.stop_timeout_s + 5
+    )
+    # Read again: a daemon the supervisor started while it was being stopped is recorded there.
+    for child in _recorded_children(_status_record(settings) or record).values():
+        if await _terminate(child, settings.stop_timeout_s):
+            stopped_any = True  # the supervisor died without stopping it
+    if not lock_is_held(settings.run_dir / LOCK_FILE):
         (settings.run_dir / STATUS_FILE).unlink(missing_ok=True)
     return stopped_any
 
@@ -157,8 +189,19 @@ async def _gone(identity: ProcessIdentity, timeout_s: float) -> bool:
 
 
 async def builtin_state(settings: Settings) -> ServiceState:
+    """What the supervisor's record says, checked against the live processes.
+
+    A record whose supervisor is gone but whose daemons still run (it was SIGKILLed before
+    they could follow it) is reported as running but broken, so nobody starts a second copy
+    on top; --stop clears it.
+    """
     record = _status_record(settings)
-    if record is None or not builtin_running(settings):
+    if record is None:
+        return ServiceState(backend=None)
+    supervised = lock_is_held(settings.run_dir / LOCK_FILE)
+    children = _recorded_children(record)
+    alive = {name: identity for name, identity in children.items() if identity.process()}
+    if not supervised and not alive:
         return ServiceState(backend=None)
     supervisor = ProcessIdentity.from_json(record.get("supervisor"))
     state = ServiceState(
@@ -166,36 +209,46 @@ async def builtin_state(settings: Settings) -> ServiceState:
         sandbox=bool(record.get("sandbox")),
         public_url=record.get("public_url"),
         admin_socket=record.get("admin_socket"),
-        supervisor_pid=supervisor.pid if supervisor else None,
+        supervisor_pid=supervisor.pid if supervisor and supervised else None,
+        note="" if supervised else "the supervisor is gone; --stop cleans up",
     )
     for name, entry in (record.get("daemons") or {}).items():
-        identity = ProcessIdentity.from_json(entry.get("identity"))
-        process = identity.process() if identity else None
-        health_entry = entry.get("health") or {}
-        socket = health_entry.get("socket")
-        health = Health(url=health_entry.get("url"), socket=Path(socket) if socket else None)
+        identity = alive.get(name)
+        recorded = entry.get("state", "unknown")
         daemon = DaemonState(
             name=name,
-            state=entry.get("state", "unknown")
-            if process or entry.get("state") != "running"
-            else "gone",
+            state=recorded if identity or recorded != "running" else "gone",
             restarts=int(entry.get("restarts") or 0),
             note=entry.get("note") or "",
         )
-        if process is not None and identity is not None:
+        if identity is not None:
             daemon.pid = identity.pid
             daemon.uptime_s = round(time.time() - identity.create_time, 1)
-            daemon.rss_bytes = _rss(process)
-            daemon.health = await probe(health)
+            daemon.rss_bytes = _rss(identity)
+            daemon.health = await probe_process(_recorded_health(entry), identity.pid)
+        else:
+            daemon.health = "no process"
         state.daemons.append(daemon)
     return state
 
 
-def _rss(process: Any) -> int | None:
+def _recorded_health(entry: dict[str, Any]) -> Health:
+    recorded = entry.get("health") or {}
+    socket = recorded.get("socket")
+    return Health(url=recorded.get("url"), socket=Path(socket) if socket else None)
+
+
+def _rss(identity: ProcessIdentity) -> int | None:
+    process = identity.process()
     try:
-        return int(process.memory_info().rss)
+        return int(process.memory_info().rss) if process else None
     except Exception:  # the process ended between two calls: no figure, not an error
         return None
+
+
+async def _builtin_pids(settings: Settings) -> dict[str, int | None]:
+    record = _status_record(settings) or {}
+    return {name: identity.pid for name, identity in _recorded_children(record).items()}
 
 
 # --- hero_proc ---
@@ -206,86 +259,136 @@ def hero_proc_spec(spec: DaemonSpec, settings: Settings) -> ServiceSpec:
         name=spec.service,
         exec=shlex.join(spec.argv),
         env=spec.env,
-        after=tuple(SERVICE_PREFIX + name for name in spec.after),
+        after=spec.after,
         shutdown_timeout=math.ceil(settings.stop_timeout_s),
         log="stdout",
     )
 
 
 async def start_hero_proc(socket: Path, specs: list[DaemonSpec], settings: Settings) -> None:
+    """Create, monitor and start each service; on any failure remove what this call made."""
     async with HeroProcClient(socket) as hero_proc:
-        for spec in specs:
-            service = hero_proc_spec(spec, settings)
-            existing = await hero_proc.service_status(service.name)
-            if existing is not None:  # left from an earlier start: replace its definition
-                if existing.running:
-                    await hero_proc.service_stop(service.name)
-                await hero_proc.service_forget(service.name)
-                await hero_proc.service_delete(service.name)
-            await hero_proc.service_create(service)
-            await hero_proc.service_monitor(service.name)
-            try:
-                await hero_proc.service_start(service.name)
-            except HeroProcError as exc:
-                if exc.code != -32002:  # IsUp: monitoring already started it
-                    raise
+        made: list[str] = []
+        try:
+            for spec in specs:
+                await _remove_service(hero_proc, spec.service, settings)  # a leftover definition
+                await hero_proc.service_create(hero_proc_spec(spec, settings))
+                made.append(spec.service)
+                await hero_proc.service_monitor(spec.service)
+                with _tolerating(IS_UP):  # monitoring may have started it already
+                    await hero_proc.service_start(spec.service)
+        except (HeroProcError, HeroProcUnavailable) as exc:
+            for name in reversed(made):
+                with contextlib.suppress(HeroProcError, HeroProcUnavailable):
+                    await _remove_service(hero_proc, name, settings)
+            raise CommandFailed(f"hero_proc could not start the service: {exc}") from None
 
 
-async def stop_hero_proc(socket: Path) -> bool:
+async def _remove_service(hero_proc: HeroProcClient, name: str, settings: Settings) -> bool:
+    """Stop (waiting until its process is gone, killing it if it must), forget and delete a
+    service; True if it was running. zinit's stop only asks: the wait is ours."""
+    status = await hero_proc.service_status(name)
+    was_running = status is not None and status.pid > 0
+    if status is not None:
+        with _tolerating(SERVICE_NOT_FOUND):
+            await hero_proc.service_stop(name)
+        if not await _service_exited(hero_proc, name, settings.stop_timeout_s):
+            with _tolerating(SERVICE_NOT_FOUND):
+                await hero_proc.service_kill(name, "SIGKILL")
+            if not await _service_exited(hero_proc, name, 5):
+                raise CommandFailed(f"hero_proc's {name} did not stop, even after SIGKILL")
+        with _tolerating(SERVICE_NOT_FOUND):
+            await hero_proc.service_forget(name)
+    with _tolerating(SERVICE_NOT_FOUND):  # a definition hero_proc does not monitor yet
+        await hero_proc.service_delete(name)
+    return was_running
+
+
+async def _service_exited(hero_proc: HeroProcClient, name: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = await hero_proc.service_status(name)
+        if status is None or status.pid == 0:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(STOP_POLL_S)
+
+
+@contextlib.contextmanager
+def _tolerating(*codes: int) -> Any:
+    try:
+        yield
+    except HeroProcError as exc:
+        if exc.code not in codes:
+            raise
+
+
+async def stop_hero_proc(socket: Path, settings: Settings) -> bool:
     stopped_any = False
     async with HeroProcClient(socket) as hero_proc:
-        for name in reversed(DAEMON_NAMES):
-            service = SERVICE_PREFIX + name
-            status = await hero_proc.service_status(service)
-            if status is None:
-                continue
-            if status.running:
-                await hero_proc.service_stop(service)
-                stopped_any = True
-            await hero_proc.service_forget(service)
-            await hero_proc.service_delete(service)
+        for daemon in reversed(ALL_DAEMONS):
+            name = service_name(settings, daemon)
+            stopped_any = await _remove_service(hero_proc, name, settings) or stopped_any
     return stopped_any
+
+
+async def _hero_proc_statuses(socket: Path, settings: Settings) -> dict[str, ServiceStatus | None]:
+    async with HeroProcClient(socket) as hero_proc:
+        return {
+            daemon: await hero_proc.service_status(service_name(settings, daemon))
+            for daemon in ALL_DAEMONS
+        }
 
 
 async def hero_proc_state(socket: Path | None, settings: Settings) -> ServiceState:
     if socket is None:
         return ServiceState(backend=None)
     try:
-        async with HeroProcClient(socket) as hero_proc:
-            statuses = {name: await hero_proc.service_status(SERVICE_PREFIX + name)
-                        for name in DAEMON_NAMES}  # fmt: skip
+        statuses = await _hero_proc_statuses(socket, settings)
     except HeroProcUnavailable:
+        return ServiceState(backend=None)
+    except HeroProcError as exc:  # its API differs from what we assume: say so, do not fail
+        log.warning("hero_proc at %s did not report on our services: %s", socket, exc)
         return ServiceState(backend=None)
     if not any(status is not None for status in statuses.values()):
         return ServiceState(backend=None)
+    sandbox = statuses["sandbox"] is not None
     state = ServiceState(
         backend=HERO_PROC_BACKEND,
-        sandbox=statuses["sandbox"] is not None,
+        sandbox=sandbox,
         public_url=settings.public_url,
         admin_socket=str(settings.admin_socket_path),
     )
-    specs = {spec.name: spec for spec in plan(settings, sandbox_keys=None)}
-    for name, status in statuses.items():
+    specs = {spec.name: spec for spec in plan(settings, sandbox=sandbox)}
+    for name, spec in specs.items():
+        status = statuses[name]
         if status is None:
+            state.daemons.append(DaemonState(name=name, state="missing", health="no service"))
             continue
         daemon = DaemonState(name=name, state=status.state, pid=status.pid or None)
         identity = ProcessIdentity.of(status.pid) if status.pid else None
         if identity is not None:
             daemon.uptime_s = round(time.time() - identity.create_time, 1)
-            daemon.rss_bytes = _rss(identity.process())
-        health = specs[name].health if name in specs else Health(url=settings.sandbox_url)
-        daemon.health = await probe(health) if status.running else "not running"
+            daemon.rss_bytes = _rss(identity)
+        daemon.health = (
+            await probe_process(spec.health, status.pid) if status.running else "not running"
+        )
         state.daemons.append(daemon)
     return state
 
 
 async def hero_proc_answers(socket: Path | None) -> bool:
+    """Whether hero_proc is there to use. One that is there but failing is said once."""
     if socket is None:
         return False
     try:
         async with HeroProcClient(socket, timeout_s=2.0) as hero_proc:
             await hero_proc.ping()
-    except (HeroProcUnavailable, HeroProcError):
+    except HeroProcUnavailable:
+        return False
+    except HeroProcError as exc:
+        log.warning("hero_proc at %s is there but failing (%s); not using it", socket, exc)
         return False
     return True
 
@@ -304,77 +407,162 @@ async def start(
     settings: Settings, env: dict[str, str], *, sandbox: bool, backend: str
 ) -> tuple[ServiceState, bool]:
     """Start everything and wait until each daemon answers /health; (state, newly started)."""
-    already = await current_state(settings, env)
-    if already.running:
-        return already, False
+    async with controlling(settings):
+        already = await current_state(settings, env)
+        if already.running:
+            return already, False
+        return await _start(settings, env, sandbox=sandbox, backend=backend), True
+
+
+async def _start(
+    settings: Settings, env: dict[str, str], *, sandbox: bool, backend: str
+) -> ServiceState:
     socket = hero_proc_at(env)
     if backend == "auto":
         backend = HERO_PROC_BACKEND if await hero_proc_answers(socket) else BUILTIN
     elif backend == HERO_PROC_BACKEND and not await hero_proc_answers(socket):
-        raise CommandFailed(f"--backend hero_proc: nothing answers on {socket}")
-    sandbox_keys = load_or_create(settings.data_dir) if sandbox else None
-    if sandbox_keys is None:
-        await _check_secrets(settings, env, backend)
-    specs = plan(settings, sandbox_keys=sandbox_keys, hero_proc_socket=socket)
-
-    if backend == BUILTIN:
-        supervisor = start_builtin(settings, sandbox=sandbox)
-        answers = await wait_healthy(
-            specs, settings.start_timeout_s, alive=lambda: supervisor.poll() is None
-        )
+        where = socket or "nowhere (HERO_PROC_SOCKET is empty)"
+        raise CommandFailed(f"--backend hero_proc: nothing answers at {where}")
+    if sandbox:
+        load_or_create(settings.data_dir)
     else:
-        assert socket is not None  # hero_proc answered on it
-        await start_hero_proc(socket, specs, settings)
-        answers = await wait_healthy(specs, settings.start_timeout_s)
-    if all(answer == "ok" for answer in answers.values()):
-        return await current_state(settings, env), True
+        await _check_secrets(settings, env, backend)
+    specs = plan(settings, sandbox=sandbox, hero_proc_socket=socket)
+    await stop_builtin(settings)  # daemons a killed supervisor may have left running
 
-    failing = [name for name, answer in answers.items() if answer != "ok"]
-    tails = _log_tails(settings, ["supervisor", *failing] if backend == BUILTIN else failing)
-    await stop(settings, env)
+    supervisor: subprocess.Popen[bytes] | None = None
+    log_offset = _size(settings.logs_dir / "supervisor.log")
+    try:
+        if backend == BUILTIN:
+            supervisor = start_builtin(settings, sandbox=sandbox)
+            running = supervisor
+            answers = await wait_healthy(
+                specs,
+                settings.start_timeout_s,
+                lambda: _builtin_pids(settings),
+                alive=lambda: running.poll() is None,
+            )
+        else:
+            assert socket is not None  # hero_proc answered on it
+            await start_hero_proc(socket, specs, settings)
+            answers = await wait_healthy(
+                specs, settings.start_timeout_s, lambda: _hero_proc_pids(socket, settings)
+            )
+    except BaseException:  # Ctrl-C, a hero_proc failure: leave nothing half-started
+        await _undo(settings, env, supervisor)
+        raise
+    if all(answer == OK for answer in answers.values()):
+        return await current_state(settings, env)
+
+    failing = [name for name, answer in answers.items() if answer != OK]
+    if supervisor is not None and supervisor.poll() is not None:
+        why = f"the supervisor exited with code {supervisor.returncode}"
+    else:
+        why = f"not up within {settings.start_timeout_s:g} s"
+    tails = _log_tails(settings, failing, supervisor_from=log_offset if supervisor else None)
+    await _undo(settings, env, supervisor)
     detail = ", ".join(f"{name}: {answers[name]}" for name in failing)
-    raise CommandFailed(
-        f"the service did not come up within {settings.start_timeout_s:g} s ({detail}); "
-        f"stopped it again.{tails}"
-    )
+    raise CommandFailed(f"the service did not come up: {why} ({detail}); stopped it.{tails}")
+
+
+async def _hero_proc_pids(socket: Path, settings: Settings) -> dict[str, int | None]:
+    statuses = await _hero_proc_statuses(socket, settings)
+    return {name: status.pid if status else None for name, status in statuses.items()}
+
+
+async def _undo(
+    settings: Settings, env: dict[str, str], supervisor: subprocess.Popen[bytes] | None
+) -> None:
+    """Stop what this --start launched: the supervisor it holds, then whatever is recorded."""
+    if supervisor is not None and supervisor.poll() is None:
+        supervisor.terminate()  # our own unreaped child: its pid cannot have been reused
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(supervisor.wait, settings.stop_timeout_s + 5)
+        if supervisor.poll() is None:
+            supervisor.kill()
+    await _stop(settings, env)
 
 
 async def _check_secrets(settings: Settings, env: dict[str, str], backend: str) -> None:
     """Fail before starting anything when a daemon would not find its secrets."""
-    lookup: SecretLookup = await look_up(env)
-    server_secrets(lookup, provider=settings.provider)  # raises SecretsError naming it
+    lookup = await look_up(env)
+    needed = server_secrets(lookup, provider=settings.provider)  # raises SecretsError naming it
     if backend != HERO_PROC_BACKEND:
         return
     # Under hero_proc the daemons are hero_proc's children, not ours: our environment never
     # reaches them, so what they need must be in hero_proc's secret store.
-    for name, (_, source) in lookup.found.items():
-        if source != HERO_PROC:
+    required = {
+        WEBHOOK_SIGNING_KEY: bool(needed.webhook_signing_keys),
+        SECRET_KEY: needed.stripe_secret_key is not None,
+    }
+    for name, is_needed in required.items():
+        if is_needed and lookup.source(name) != HERO_PROC:
             raise SecretsError(
                 f"{name} is only in this shell's environment; daemons run by hero_proc read "
                 "secrets from its store: put it there, or use --backend builtin"
             )
 
 
-def _log_tails(settings: Settings, names: list[str]) -> str:
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_tails(settings: Settings, names: list[str], *, supervisor_from: int | None) -> str:
+    """The last lines of the failing daemons' logs (and what the supervisor wrote this time)."""
     parts = []
-    for name in names:
-        path = settings.logs_dir / f"{name}.log"
+    sources = [(settings.logs_dir / f"{name}.log", 0) for name in names]
+    if supervisor_from is not None:
+        sources.insert(0, (settings.logs_dir / "supervisor.log", supervisor_from))
+    for path, offset in sources:
         try:
-            lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            with path.open("rb") as file:
+                file.seek(offset)
+                text = file.read().decode(errors="replace")
         except OSError:
             continue
-        if lines:
+        if lines := text.splitlines()[-LOG_TAIL_LINES:]:
             parts.append(f"\n--- last lines of {path} ---\n" + "\n".join(lines))
     return "".join(parts)
 
 
 async def stop(settings: Settings, env: dict[str, str]) -> bool:
     """Stop whatever runs, under either backend; True if something did."""
+    async with controlling(settings):
+        return await _stop(settings, env)
+
+
+async def _stop(settings: Settings, env: dict[str, str]) -> bool:
     stopped = await stop_builtin(settings)
     socket = hero_proc_at(env)
     if socket is not None and await hero_proc_answers(socket):
-        stopped = await stop_hero_proc(socket) or stopped
+        try:
+            stopped = await stop_hero_proc(socket, settings) or stopped
+        except HeroProcError as exc:
+            if exc.code == METHOD_NOT_FOUND:  # a hero_proc without (these) service methods
+                log.warning("hero_proc at %s has no service methods we know: %s", socket, exc)
+                return stopped
+            raise CommandFailed(
+                f"hero_proc at {socket} could not stop the service: {exc}"
+            ) from None
     return stopped
+
+
+async def restart(
+    settings: Settings, env: dict[str, str], *, sandbox: bool | None, backend: str | None
+) -> ServiceState:
+    """Stop, then start the way it ran (unless told otherwise)."""
+    async with controlling(settings):
+        was = await current_state(settings, env)
+        await _stop(settings, env)
+        return await _start(
+            settings,
+            env,
+            sandbox=was.sandbox if sandbox is None else sandbox,
+            backend=backend or was.backend or "auto",
+        )
 
 
 def run(coroutine: Any) -> Any:

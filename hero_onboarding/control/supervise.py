@@ -22,8 +22,9 @@ def supervise_command(sandbox: bool) -> None:
     """Run the daemons as children until SIGTERM (settings from HERO_ONBOARDING_*)."""
     settings = load_settings(os.environ)
     configure_logging(settings.log_level, "supervisor", settings.log_format)
-    keys = load_or_create(settings.data_dir) if sandbox else None
-    supervisor = Supervisor(settings, plan(settings, sandbox_keys=keys), sandbox=sandbox)
+    if sandbox:
+        load_or_create(settings.data_dir)
+    supervisor = Supervisor(settings, plan(settings, sandbox=sandbox), sandbox=sandbox)
     try:
         asyncio.run(supervisor.run())
     except LockHeld:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from typing import Any, Final
 
 from ..config import Settings
 from .daemons import DaemonSpec
-from .identity import ProcessIdentity, holding_lock, write_json
+from .identity import ProcessIdentity, waiting_for_lock, write_json
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ STABLE_AFTER_S: Final = 30.0  # a child up this long starts its backoff from the
 LOG_MAX_BYTES: Final = 10 * 1024 * 1024
 LOG_BACKUPS: Final = 5
 READ_CHUNK: Final = 65536
+LOCK_RETRY_S: Final = 2.0  # a --status probing the lock must not make a start fail
+PR_SET_PDEATHSIG: Final = 1  # linux/prctl.h
 
 
 class RotatingLog:
@@ -112,8 +115,12 @@ class Supervisor:
         self._me = ProcessIdentity.of(os.getpid())
 
     async def run(self) -> None:
-        """Hold the lock and keep every child up until SIGTERM/SIGINT; then stop them."""
-        with holding_lock(self._settings.run_dir / LOCK_FILE):
+        """Hold the lock and keep every child up until SIGTERM/SIGINT; then stop them.
+
+        Each keeper stops its own child, so a stop that lands while a child is being spawned
+        still reaches it.
+        """
+        async with waiting_for_lock(self._settings.run_dir / LOCK_FILE, LOCK_RETRY_S):
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._stop.set)
@@ -122,7 +129,6 @@ class Supervisor:
             keepers = [asyncio.create_task(self._keep_up(child)) for child in self._children]
             await self._stop.wait()
             log.info("stopping")
-            await asyncio.gather(*(self._stop_child(child) for child in self._children))
             await asyncio.gather(*keepers)
             for child in self._children:
                 child.output.close()
@@ -130,17 +136,15 @@ class Supervisor:
             log.info("stopped")
 
     async def _keep_up(self, child: Child) -> None:
+        """Run `child` until the stop; any surprise is logged and the child run again."""
         streak = 0
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                await self._spawn(child)
-            except OSError as exc:
-                child.last_exit = f"could not start: {exc}"
+                returncode = await self._run_once(child)
+            except Exception:  # a bug here must not end supervision of this daemon
+                log.exception("supervising %s failed", child.spec.name)
                 returncode = None
-            else:
-                assert child.process is not None
-                returncode = await self._watch(child, child.process)
             if self._stop.is_set():
                 break
             now = time.monotonic()
@@ -160,7 +164,7 @@ class Supervisor:
             streak = 1 if now - started >= STABLE_AFTER_S else streak + 1
             delay = min(BACKOFF_FIRST_S * 2 ** (streak - 1), BACKOFF_MAX_S)
             child.state = "backoff"
-            child.note = f"restarting in {delay:.1f} s after exit {returncode}"
+            child.note = f"restarting in {delay:.1f} s after {child.last_exit or returncode}"
             self._save()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
@@ -168,43 +172,64 @@ class Supervisor:
                 child.restarts += 1
         child.state = "stopped"
 
-    async def _spawn(self, child: Child) -> None:
-        child.process = await asyncio.create_subprocess_exec(
-            *child.spec.argv,
-            env={**os.environ, **child.spec.env},
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        child.identity = ProcessIdentity.of(child.process.pid)
+    async def _run_once(self, child: Child) -> int | None:
+        """Start the child and wait until it exits, or until the stop (then stop it)."""
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *child.spec.argv,
+                env={**os.environ, **child.spec.env},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            child.last_exit = f"could not start: {exc}"
+            return None
+        child.process = process
+        child.identity = ProcessIdentity.of(process.pid)
         child.started_at = time.time()
         child.state, child.note = "running", ""
         self._save()
+        exited = asyncio.create_task(self._watch(child, process))
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not exited.done():
+            await self._stop_child(child, process)
+        return await exited
 
     async def _watch(self, child: Child, process: asyncio.subprocess.Process) -> int:
         assert process.stdout is not None
         while chunk := await process.stdout.read(READ_CHUNK):
-            child.output.write(chunk)
+            with contextlib.suppress(OSError):  # a full disk loses lines; keep draining the pipe
+                child.output.write(chunk)
         returncode = await process.wait()
         child.last_exit = (
-            f"signal {signal.Signals(-returncode).name}" if returncode < 0 else f"code {returncode}"
+            f"signal {signal.strsignal(-returncode) or -returncode}"
+            if returncode < 0
+            else f"code {returncode}"
         )
         return returncode
 
-    async def _stop_child(self, child: Child) -> None:
-        process = child.process
-        if process is None or process.returncode is not None:
-            return
+    async def _stop_child(self, child: Child, process: asyncio.subprocess.Process) -> None:
         process.terminate()
         grace = self._settings.stop_timeout_s
         try:
-            await asyncio.wait_for(process.wait(), grace)
+            await asyncio.wait_for(asyncio.shield(process.wait()), grace)
         except TimeoutError:
             log.warning("%s did not stop within %.1f s: killing it", child.spec.name, grace)
             process.kill()
             await process.wait()
 
     def _save(self) -> None:
+        """Record the state for --status and --stop; failing to is logged, never fatal."""
+        try:
+            self._write_status()
+        except OSError as exc:
+            log.error("could not record the status in %s: %s", self._settings.run_dir, exc)
+
+    def _write_status(self) -> None:
         write_json(
             self._settings.run_dir / STATUS_FILE,
             {
@@ -216,3 +241,15 @@ class Supervisor:
                 "daemons": {child.spec.name: child.as_json() for child in self._children},
             },
         )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: have the kernel send SIGTERM if the supervisor dies.
+
+    A supervisor killed with SIGKILL (or by the OOM killer) then takes its daemons with it,
+    instead of leaving them holding the ports with nobody to restart or stop them.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the supervisor died before the prctl: go now
+        os._exit(1)

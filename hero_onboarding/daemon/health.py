@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from aiohttp import web
 
@@ -15,7 +16,9 @@ log = logging.getLogger(__name__)
 
 async def health(request: web.Request) -> web.Response:
     """The process answers HTTP. Says nothing about its dependencies (that is /ready)."""
-    return web.json_response({"status": "ok", "service": SERVICE_NAME, "version": __version__})
+    return web.json_response(
+        {"status": "ok", "service": SERVICE_NAME, "version": __version__, "pid": os.getpid()}
+    )
 
 
 async def ready(request: web.Request) -> web.Response:

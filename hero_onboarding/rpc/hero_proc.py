@@ -38,7 +38,11 @@ SOCKET_UNDER_HOME: Final = Path("hero/var/sockets/hero_proc/rpc.sock")
 # ASSUMPTION: zinit's error codes (§1.2, `rpc.rs` `zinit_err_to_rpc`) carried over unchanged.
 SERVICE_NOT_FOUND: Final = -32000
 IS_UP: Final = -32002
+IS_DOWN: Final = -32003
+INVALID_SIGNAL: Final = -32004
 ALREADY_EXISTS: Final = -32007
+# JSON-RPC 2.0's own: what a hero_proc whose API differs from zinit's answers to our names.
+METHOD_NOT_FOUND: Final = -32601
 # ASSUMPTION: zinit has no secrets (§1.5); this code is our guess, the next free one after
 # zinit's -32000..-32011 block leaving room for zinit to grow.
 SECRET_NOT_FOUND: Final = -32020
@@ -209,11 +213,29 @@ class HeroProcClient:
         await self._call("service_start", {"name": name})
 
     async def service_stop(self, name: str) -> None:
-        """Stop it (zinit: the stop signal, then SIGKILL after shutdown_timeout)."""
+        """Ask it to stop: it returns before the process has exited, maybe before it ever will.
+
+        zinit sets the target Down and sends the stop signal (`signal.stop`, SIGTERM by
+        default) once, then answers; there is no SIGKILL after `shutdown_timeout`, which zinit
+        uses only at system shutdown. So poll `service_status` until its pid is 0, and if the
+        deadline passes first, `service_kill(name, "SIGKILL")`.
+        """
         await self._call("service_stop", {"name": name})
 
+    async def service_kill(self, name: str, signal: str) -> None:
+        """Send `signal` (a name such as "SIGKILL") to the service's process; it does not wait.
+
+        ASSUMPTION: zinit's `service_kill {name, signal}`. A name it does not know raises
+        HeroProcError with code INVALID_SIGNAL, a service with no process IS_DOWN. The target is
+        not changed: kill a service that was stopped first, or the supervisor may restart it.
+        """
+        await self._call("service_kill", {"name": name, "signal": signal})
+
     async def service_forget(self, name: str) -> None:
-        """Stop supervising a stopped service (IS_UP if it is not stopped)."""
+        """Stop supervising a stopped service: IS_UP while its target is Up or it has a pid.
+
+        Right after `service_stop` that is usually still so: wait for the pid to be 0 first.
+        """
         await self._call("service_forget", {"name": name})
 
     async def service_delete(self, name: str) -> None:

@@ -139,7 +139,9 @@ async def openrpc_endpoint(request: web.Request) -> web.Response:
 
 async def health_endpoint(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    return web.json_response({"status": "ok", "service": service.name, "version": service.version})
+    return web.json_response(
+        {"status": "ok", "service": service.name, "version": service.version, "pid": os.getpid()}
+    )
 
 
 async def manifest_endpoint(request: web.Request) -> web.Response:

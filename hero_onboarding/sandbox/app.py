@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -91,7 +92,9 @@ def create_sandbox_app(
 
 
 async def health(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "service": SERVICE_NAME, "version": __version__})
+    return web.json_response(
+        {"status": "ok", "service": SERVICE_NAME, "version": __version__, "pid": os.getpid()}
+    )
 
 
 async def _run_clock(

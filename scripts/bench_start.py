@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Benchmark `hero-onboarding --start --sandbox`: seconds until every daemon answers /health,
+each daemon's RSS once up, and `--stop` seconds; R rounds, each in a fresh temp Hero home.
+
+    .venv/bin/python scripts/bench_start.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+
+import psutil  # noqa: E402
+
+from tests.processes import free_port, run_cli  # noqa: E402
+
+
+def one_round() -> tuple[float, float, dict[str, int]]:
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="hb") as home:
+        env = {
+            "HOME": home,
+            "HERO_SOCKET_DIR": f"{home}/s",
+            "HERO_PROC_SOCKET": "",  # a real hero_proc on this machine is not what we measure
+            "HERO_ONBOARDING_PORT": str(free_port()),
+            "HERO_ONBOARDING_SANDBOX_PORT": str(free_port()),
+        }
+        began = time.perf_counter()
+        started = run_cli("--start", "--sandbox", env=env, timeout=120)
+        start_s = time.perf_counter() - began
+        if started.returncode != 0:
+            raise SystemExit(f"--start failed: {started.stderr}")
+        status = json.loads(run_cli("--status", "--json", env=env).stdout)
+        rss = {d["name"]: d["rss_bytes"] for d in status["daemons"]}
+        rss["supervisor"] = psutil.Process(status["supervisor_pid"]).memory_info().rss
+        began = time.perf_counter()
+        stopped = run_cli("--stop", env=env, timeout=120)
+        stop_s = time.perf_counter() - began
+        if stopped.returncode != 0:
+            raise SystemExit(f"--stop failed: {stopped.stderr}")
+        return start_s, stop_s, rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()}, {psutil.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+    starts, stops, sizes = [], [], []
+    for number in range(1, args.rounds + 1):
+        start_s, stop_s, rss = one_round()
+        starts.append(start_s)
+        stops.append(stop_s)
+        sizes.append(rss)
+        shown = ", ".join(f"{name} {size / 2**20:.1f} MiB" for name, size in sorted(rss.items()))
+        print(f"round {number}: --start {start_s:.2f} s, --stop {stop_s:.2f} s; RSS {shown}")
+    print(f"--start to healthy: median {statistics.median(starts):.2f} s, max {max(starts):.2f} s")
+    print(f"--stop: median {statistics.median(stops):.2f} s")
+    for name in sorted(sizes[0]):
+        median = statistics.median(size[name] for size in sizes)
+        print(f"RSS {name}: median {median / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
