@@ -12,7 +12,6 @@ from typing import Any, Final, NoReturn
 import click
 
 from .. import __version__
-from ..admin.server import serve_admin
 from ..config import (
     ConfigError,
     StartupError,
@@ -22,7 +21,6 @@ from ..config import (
     setting_help,
     setting_names,
 )
-from ..daemon.server import serve
 from ..rpc.hero_proc import HeroProcError, HeroProcUnavailable
 from .check import check_command
 from .control_commands import BACKENDS, control
@@ -138,6 +136,8 @@ def server(**flags: str | None) -> None:
     STRIPE_WEBHOOK_SIGNING_KEY (comma-separated to accept several during a rotation);
     --provider=stub needs neither. Stops cleanly on SIGTERM or SIGINT.
     """
+    from ..daemon.server import serve  # here: --status and the supervisor need none of it
+
     settings = load_settings(os.environ, flags)
     configure_logging(settings.log_level, "server", settings.log_format)
     secrets = server_secrets(resolve(os.environ), provider=settings.provider)
@@ -156,6 +156,8 @@ def admin(**flags: str | None) -> None:
     Answers on $HERO_SOCKET_DIR/hero_onboarding_admin/rpc.sock (mode 0600). With
     STRIPE_SANDBOX_SECRET_KEY set, `reconcile` asks Stripe for paid checkouts.
     """
+    from ..admin.server import serve_admin  # here: --status and the supervisor need none of it
+
     settings = load_settings(os.environ, flags)
     configure_logging(settings.log_level, "admin", settings.log_format)
     secret_key = resolve(os.environ, (SECRET_KEY,)).get(SECRET_KEY)

@@ -16,7 +16,6 @@ import click
 
 from ..config import ConfigError, http_url, without_credentials
 from ..sandbox.config import DEFAULT_PORT, SandboxConfig, WebhookEndpoint
-from ..sandbox.server import serve_sandbox
 from .foreground import run_until_signalled
 from .logs import configure_logging
 from .secrets import SECRET_KEY, SecretLookup, sandbox_keys_lookup, webhook_signing_keys
@@ -127,5 +126,7 @@ def sandbox_command(
         async_settle_s=async_settle,
         state_file=state_file,
     )
+    from ..sandbox.server import serve_sandbox  # here: other commands need none of it
+
     configure_logging(log_level, "sandbox")
     run_until_signalled(partial(serve_sandbox, config))
