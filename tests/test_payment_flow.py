@@ -18,7 +18,7 @@ import pytest
 
 from hero_onboarding.config import Secret, load_settings
 from hero_onboarding.mycelium.messages import SandboxOutbox
-from hero_onboarding.payments.stripe_provider import StripeCheckouts
+from hero_onboarding.payments.stripe_provider import StripeCheckouts, StripeWebhooks
 from hero_onboarding.payments.stub import StubCheckouts
 from hero_onboarding.store import Store, balances, checkouts, ledger
 from hero_onboarding.store.checkouts import CheckoutSession, CheckoutStatus
@@ -43,6 +43,26 @@ async def balance_of(shop: Shop, browser: Browser) -> int:
     found = await shop.store.read(partial(balances.get, sid=sid))
     assert found is not None
     return found.credit_balance
+
+
+async def checkouts_recorded(store: Store) -> int:
+    return await store.read(lambda conn: conn.execute("SELECT COUNT(*) FROM checkout_sessions").get)
+
+
+async def stub_buyer(
+    tmp_path: Path, store: Store, webhooks: StripeWebhooks, aiohttp_client, **flags: str
+) -> Browser:
+    """A logged-in buyer of an app selling through the stub provider, with these settings."""
+    settings = load_settings(
+        {"HOME": str(tmp_path)}, {"data_dir": str(tmp_path / "data"), "mode": "sandbox", **flags}
+    )
+    outbox = SandboxOutbox()
+    app = build_app(
+        settings, store, webhooks, messenger=outbox, checkouts=StubCheckouts(settings.public_url)
+    )
+    buyer = Browser(await aiohttp_client(app))
+    await log_in(buyer, outbox)
+    return buyer
 
 
 def shown_balance(html: str) -> str:
@@ -318,8 +338,7 @@ async def test_an_amount_out_of_range_or_malformed_is_400_and_opens_nothing(
     assert "between 5.00 USD and 1,000.00 USD" in answer.html
     assert 'role="alert"' in answer.html
     assert shop.sandbox.engine.state.sessions == {}
-    assert await shop.store.read(lambda conn: conn.execute(
-        "SELECT COUNT(*) FROM checkout_sessions").get) == 0  # fmt: skip
+    assert await checkouts_recorded(shop.store) == 0
 
 
 async def test_without_a_session_the_buyer_is_sent_to_log_in(shop: Shop) -> None:
@@ -373,12 +392,7 @@ async def test_stripe_unreachable_is_a_502_page_and_nothing_is_recorded(
         answer = await buyer.post("/payment/intent?amount=1000", {})
         assert answer.status == 502
         assert "nothing was charged" in answer.html
-        assert (
-            await store.read(
-                lambda conn: conn.execute("SELECT COUNT(*) FROM checkout_sessions").get
-            )
-            == 0
-        )
+        assert await checkouts_recorded(store) == 0
         figures = await metrics_of(buyer)
         assert figures[("hero_onboarding_checkout_failures_total", (("provider", "stripe"),))] == 1
     finally:
@@ -496,16 +510,7 @@ async def test_reloading_the_return_page_asks_stripe_once_per_interval(shop: Sho
 async def test_checkouts_per_user_are_limited_even_when_sent_at_once(
     tmp_path: Path, store: Store, webhooks, aiohttp_client
 ) -> None:
-    settings = load_settings(
-        {"HOME": str(tmp_path)},
-        {"data_dir": str(tmp_path / "data"), "mode": "sandbox", "checkout_max_per_hour": "3"},
-    )
-    outbox = SandboxOutbox()
-    stub = StubCheckouts(settings.public_url)
-    client = await aiohttp_client(build_app(settings, store, webhooks, messenger=outbox,
-                                            checkouts=stub))  # fmt: skip
-    buyer = Browser(client)
-    await log_in(buyer, outbox)
+    buyer = await stub_buyer(tmp_path, store, webhooks, aiohttp_client, checkout_max_per_hour="3")
     answers = await asyncio.gather(
         *(buyer.post("/payment/intent?amount=1000", {}) for _ in range(8))
     )
@@ -513,36 +518,21 @@ async def test_checkouts_per_user_are_limited_even_when_sent_at_once(
     refused = next(a for a in answers if a.status == 429)
     assert 3500 <= int(refused.headers["Retry-After"]) <= 3600
     assert "Too many payments started" in refused.html
-    count = await store.read(
-        lambda conn: conn.execute("SELECT COUNT(*) FROM checkout_sessions").get
-    )
-    assert count == 3
+    assert await checkouts_recorded(store) == 3
 
 
 async def test_a_balance_in_another_currency_cannot_buy(
     tmp_path: Path, store: Store, webhooks, aiohttp_client
 ) -> None:
     await register(store, ADDRESS, currency="usd")  # joined while the service sold dollars
-    settings = load_settings(
-        {"HOME": str(tmp_path)},
-        {"data_dir": str(tmp_path / "data"), "mode": "sandbox", "currency": "eur"},
-    )
-    outbox = SandboxOutbox()
-    stub = StubCheckouts(settings.public_url)
-    client = await aiohttp_client(build_app(settings, store, webhooks, messenger=outbox,
-                                            checkouts=stub))  # fmt: skip
-    buyer = Browser(client)
-    await log_in(buyer, outbox)
+    buyer = await stub_buyer(tmp_path, store, webhooks, aiohttp_client, currency="eur")
     home = await buyer.get("/")
     assert "no longer sells" in home.html
     assert 'action="/payment/intent"' not in home.html
     answer = await buyer.post("/payment/intent?amount=1000", {})
     assert answer.status == 409
     assert "nothing was charged" in answer.html
-    assert (
-        await store.read(lambda conn: conn.execute("SELECT COUNT(*) FROM checkout_sessions").get)
-        == 0
-    )
+    assert await checkouts_recorded(store) == 0
 
 
 @pytest.mark.parametrize("failure", ["stall", "cut"])
