@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from hero_onboarding.config import load_settings
+from hero_onboarding.control.daemons import service_name
 from hero_onboarding.control.supervisor import MAX_CRASHES, RotatingLog
 from tests.conftest import SIGNING_SECRET
 from tests.control_kit import Install
@@ -276,3 +278,26 @@ def test_a_killed_supervisor_takes_its_daemons_and_a_new_start_works(install: In
     assert install.cli("--status").returncode == 3
     assert install.cli("--start", "--sandbox").returncode == 0
     assert install.status()["healthy"]
+
+
+def test_a_log_removed_under_the_supervisor_is_recreated(tmp_path: Path) -> None:
+    log = RotatingLog(tmp_path / "server.log", max_bytes=100, backups=2)
+    log.write(b"x" * 60 + b"\n")
+    (tmp_path / "server.log").unlink()  # an operator's rm, or an outside logrotate
+    log.write(b"y" * 60 + b"\n")  # crosses the limit: rotating finds nothing to move
+    log.write(b"still logging\n")
+    log.close()
+    assert (tmp_path / "server.log").read_bytes() == b"still logging\n"
+
+
+def test_service_names_follow_the_resolved_data_dir(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    names = {
+        service_name(load_settings({"HOME": str(home)}), "server")
+        for home in (real, tmp_path / "link")
+    }
+    assert len(names) == 1
+    other = service_name(load_settings({"HOME": str(tmp_path / "other")}), "server")
+    assert other not in names

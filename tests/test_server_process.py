@@ -143,6 +143,18 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path):
             E + "STRIPE_WEBHOOK_SIGNING_KEY: entry 2 of 2 is not a Stripe webhook "
             "signing secret (they start with whsec_)",
         ),
+        (
+            ["server"],
+            {**ENV, "HERO_ONBOARDING_SANDBOX_KEYS_FILE": "/tmp/keys.json"},
+            E + "HERO_ONBOARDING_SANDBOX_KEYS_FILE is set, but sandbox keys serve only "
+            "--mode=sandbox: unset it",
+        ),
+        (
+            ["server", "--mode", "sandbox"],
+            {**ENV, "HERO_ONBOARDING_SANDBOX_KEYS_FILE": "/nonexistent/keys.json"},
+            E + "the sandbox keys file /nonexistent/keys.json is gone; --restart --sandbox "
+            "makes new ones",
+        ),
         (["server", "--bogus"], ENV, E + "No such option '--bogus'."),
         (["nosuch"], ENV, E + "No such command 'nosuch'."),
         (

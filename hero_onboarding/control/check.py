@@ -74,7 +74,10 @@ async def _check(env: dict[str, str]) -> list[Finding]:
 async def _secrets(settings: Settings, env: dict[str, str], state: ServiceState) -> Finding:
     if state.sandbox:
         return Finding(True, "secrets", f"sandbox test keys in {settings.data_dir / SANDBOX_KEYS}")
-    lookup = await look_up(env)
+    try:
+        lookup = await look_up(env, sandbox_mode=settings.mode == "sandbox")
+    except SecretsError as exc:
+        return Finding(False, "secrets", str(exc))
     try:
         server_secrets(lookup, provider=settings.provider)
     except SecretsError as exc:

@@ -140,7 +140,8 @@ def server(**flags: str | None) -> None:
 
     settings = load_settings(os.environ, flags)
     configure_logging(settings.log_level, "server", settings.log_format)
-    secrets = server_secrets(resolve(os.environ), provider=settings.provider)
+    lookup = resolve(os.environ, sandbox_mode=settings.mode == "sandbox")
+    secrets = server_secrets(lookup, provider=settings.provider)
     run_until_signalled(partial(serve, settings, secrets))
 
 
@@ -160,7 +161,8 @@ def admin(**flags: str | None) -> None:
 
     settings = load_settings(os.environ, flags)
     configure_logging(settings.log_level, "admin", settings.log_format)
-    secret_key = resolve(os.environ, (SECRET_KEY,)).get(SECRET_KEY)
+    lookup = resolve(os.environ, (SECRET_KEY,), sandbox_mode=settings.mode == "sandbox")
+    secret_key = lookup.get(SECRET_KEY)
     run_until_signalled(partial(serve_admin, settings, secret_key))
 
 

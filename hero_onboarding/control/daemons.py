@@ -49,8 +49,9 @@ class DaemonSpec:
 
 def service_name(settings: Settings, daemon: str) -> str:
     """`hero_onboarding_server_1a2b3c4d`: the suffix names the data directory, so two
-    installations sharing one hero_proc never stop or report each other's services."""
-    digest = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:8]
+    installations sharing one hero_proc never stop or report each other's services (the path
+    resolved: a symlinked home is the same installation)."""
+    digest = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:8]
     return f"{SERVICE_PREFIX}{daemon}_{digest}"
 
 

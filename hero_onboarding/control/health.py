@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
+import psutil
 
 from .daemons import DaemonSpec, Health
 
@@ -35,9 +36,19 @@ async def probe_process(health: Health, pid: int | None) -> str:
         return answer
     if pid is None:
         return "starting"
-    if answered_by != pid:
+    if answered_by is None:
+        return "answered without a pid (an older version still running?)"
+    if answered_by != pid and answered_by not in _descendants(pid):
         return f"port answered by another process (pid {answered_by})"
     return OK
+
+
+def _descendants(pid: int) -> set[int]:
+    """A supervisor may run the daemon through a wrapper (`sh -c`): its children count too."""
+    try:
+        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return set()
 
 
 async def _ask(health: Health, path: str, timeout_s: float) -> tuple[str, int | None]:

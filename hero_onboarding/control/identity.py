@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -125,8 +125,11 @@ def lock_is_held(path: Path) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def waiting_for_lock(path: Path, wait_s: float) -> AsyncIterator[None]:
-    """`holding_lock`, retried for up to `wait_s` while someone else has it (then LockHeld)."""
+async def waiting_for_lock(
+    path: Path, wait_s: float, *, on_wait: Callable[[], None] | None = None
+) -> AsyncIterator[None]:
+    """`holding_lock`, retried for up to `wait_s` while someone else has it (then LockHeld);
+    `on_wait` is called once, when the first try finds it taken."""
     deadline = time.monotonic() + wait_s
     lock = contextlib.ExitStack()
     while True:
@@ -136,6 +139,9 @@ async def waiting_for_lock(path: Path, wait_s: float) -> AsyncIterator[None]:
         except LockHeld:
             if time.monotonic() > deadline:
                 raise
+            if on_wait is not None:
+                on_wait()
+                on_wait = None
             await asyncio.sleep(LOCK_POLL_S)
     with lock:
         yield

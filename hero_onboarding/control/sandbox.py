@@ -113,7 +113,9 @@ def sandbox_command(
     if not events:
         raise ConfigError("--webhook-events: give at least one event type, or *")
     # A test tool: its keys are test keys, from `--start --sandbox`'s file or the environment.
-    secrets = sandbox_keys_lookup(os.environ) or SecretLookup.from_env(os.environ)
+    secrets = sandbox_keys_lookup(os.environ, sandbox_mode=True) or SecretLookup.from_env(
+        os.environ
+    )
     signing = webhook_signing_keys(secrets) if webhooks else ()
     config = SandboxConfig(
         host=host,

@@ -71,12 +71,25 @@ def hero_proc_at(env: Mapping[str, str]) -> Path | None:
     return hero_proc_socket(env) if env.get(SOCKET_ENV) != "" else None
 
 
-def sandbox_keys_lookup(env: Mapping[str, str]) -> SecretLookup | None:
-    """The generated test keys, for daemons `--start --sandbox` runs (None for any other)."""
+def sandbox_keys_lookup(env: Mapping[str, str], *, sandbox_mode: bool) -> SecretLookup | None:
+    """The generated test keys, for daemons `--start --sandbox` runs (None for any other).
+
+    Test keys serve only the sandbox: the variable outside sandbox mode is an error, never a
+    quiet way past the real keys.
+    """
     path = env.get(KEYS_FILE_ENV)
     if not path:
         return None
-    keys = sandbox_keys.read(Path(path))  # CommandFailed names the file when unreadable
+    if not sandbox_mode:
+        raise SecretsError(
+            f"{KEYS_FILE_ENV} is set, but sandbox keys serve only --mode=sandbox: unset it"
+        )
+    try:
+        keys = sandbox_keys.read(Path(path))  # CommandFailed names the file when unreadable
+    except FileNotFoundError:
+        raise SecretsError(
+            f"the sandbox keys file {path} is gone; --restart --sandbox makes new ones"
+        ) from None
     found = {
         WEBHOOK_SIGNING_KEY: (keys.webhook_signing_key, SANDBOX_KEYS),
         SECRET_KEY: (keys.secret_key, SANDBOX_KEYS),
@@ -84,12 +97,14 @@ def sandbox_keys_lookup(env: Mapping[str, str]) -> SecretLookup | None:
     return SecretLookup(found, f"{SANDBOX_KEYS} {path}")
 
 
-async def look_up(env: Mapping[str, str], names: Sequence[str] = ALL_SECRETS) -> SecretLookup:
+async def look_up(
+    env: Mapping[str, str], names: Sequence[str] = ALL_SECRETS, *, sandbox_mode: bool = False
+) -> SecretLookup:
     """Ask hero_proc for each of `names`, then take the rest from the environment.
 
     The daemons of `--start --sandbox` take the generated test keys, and nothing else.
     """
-    if (generated := sandbox_keys_lookup(env)) is not None:
+    if (generated := sandbox_keys_lookup(env, sandbox_mode=sandbox_mode)) is not None:
         return generated
     socket = hero_proc_at(env)
     if socket is None:
@@ -113,9 +128,11 @@ async def look_up(env: Mapping[str, str], names: Sequence[str] = ALL_SECRETS) ->
     return SecretLookup(_from_env(env, names, found), f"{where}, {ENVIRONMENT}")
 
 
-def resolve(env: Mapping[str, str], names: Sequence[str] = ALL_SECRETS) -> SecretLookup:
+def resolve(
+    env: Mapping[str, str], names: Sequence[str] = ALL_SECRETS, *, sandbox_mode: bool
+) -> SecretLookup:
     """`look_up` for the CLI, before any event loop runs."""
-    return asyncio.run(look_up(env, names))
+    return asyncio.run(look_up(env, names, sandbox_mode=sandbox_mode))
 
 
 def _from_env(

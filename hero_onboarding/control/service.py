@@ -16,6 +16,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Final
 
 from ..config import Settings
 from ..rpc.hero_proc import (
+    IS_DOWN,
     IS_UP,
     METHOD_NOT_FOUND,
     SERVICE_NOT_FOUND,
@@ -46,7 +48,7 @@ from .secrets import (
     look_up,
     server_secrets,
 )
-from .supervisor import LOCK_FILE, STATUS_FILE
+from .supervisor import LOCK_FILE, STATUS_FILE, RotatingLog
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +106,23 @@ class ServiceState:
 
 @contextlib.asynccontextmanager
 async def controlling(settings: Settings) -> Any:
-    """One --start/--stop/--restart at a time for a data directory."""
-    wait_s = settings.start_timeout_s + settings.stop_timeout_s * 2 + 10
+    """One --start/--stop/--restart at a time for a data directory.
+
+    The wait covers the longest the other one can take: a restart stopping everything the slow
+    way (each stop timeout, then SIGKILL), then starting, failing and undoing its start.
+    """
+    wait_s = settings.start_timeout_s * 2 + settings.stop_timeout_s * 6 + 30
     try:
-        async with waiting_for_lock(settings.run_dir / CONTROL_LOCK, wait_s):
+        async with waiting_for_lock(settings.run_dir / CONTROL_LOCK, wait_s, on_wait=_say_waiting):
             yield
     except LockHeld:
         raise CommandFailed(
             f"another --start/--stop for {settings.data_dir} has not finished in {wait_s:g} s"
         ) from None
+
+
+def _say_waiting() -> None:
+    print("waiting for another --start/--stop/--restart to finish", file=sys.stderr, flush=True)
 
 
 # --- the built-in supervisor ---
@@ -134,8 +144,9 @@ def _recorded_children(record: dict[str, Any]) -> dict[str, ProcessIdentity]:
 
 def start_builtin(settings: Settings, *, sandbox: bool) -> subprocess.Popen[bytes]:
     """Launch the supervisor, detached: its own session, no terminal, output to its log."""
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.logs_dir / "supervisor.log").open("ab") as output:
+    path = settings.logs_dir / "supervisor.log"
+    RotatingLog(path).close()  # moves a grown log aside, as the daemons' logs are
+    with path.open("ab") as output:
         return subprocess.Popen(  # noqa: S603 (our own interpreter and module, no shell)
             command("supervise", *(["--sandbox"] if sandbox else [])),
             stdin=subprocess.DEVNULL,
@@ -246,6 +257,16 @@ def _rss(identity: ProcessIdentity) -> int | None:
         return None
 
 
+def _given_up(settings: Settings) -> dict[str, str]:
+    """Daemons the supervisor has stopped restarting, with why."""
+    record = _status_record(settings) or {}
+    return {
+        name: entry.get("note", "")
+        for name, entry in (record.get("daemons") or {}).items()
+        if (entry or {}).get("state") == "failed"
+    }
+
+
 async def _builtin_pids(settings: Settings) -> dict[str, int | None]:
     record = _status_record(settings) or {}
     return {name: identity.pid for name, identity in _recorded_children(record).items()}
@@ -293,7 +314,7 @@ async def _remove_service(hero_proc: HeroProcClient, name: str, settings: Settin
         with _tolerating(SERVICE_NOT_FOUND):
             await hero_proc.service_stop(name)
         if not await _service_exited(hero_proc, name, settings.stop_timeout_s):
-            with _tolerating(SERVICE_NOT_FOUND):
+            with _tolerating(SERVICE_NOT_FOUND, IS_DOWN):  # it may exit just before
                 await hero_proc.service_kill(name, "SIGKILL")
             if not await _service_exited(hero_proc, name, 5):
                 raise CommandFailed(f"hero_proc's {name} did not stop, even after SIGKILL")
@@ -325,12 +346,26 @@ def _tolerating(*codes: int) -> Any:
 
 
 async def stop_hero_proc(socket: Path, settings: Settings) -> bool:
-    stopped_any = False
+    """Stop every service at once; one that fails does not keep the others running."""
     async with HeroProcClient(socket) as hero_proc:
-        for daemon in reversed(ALL_DAEMONS):
-            name = service_name(settings, daemon)
-            stopped_any = await _remove_service(hero_proc, name, settings) or stopped_any
-    return stopped_any
+        results = await asyncio.gather(
+            *(
+                _remove_service(hero_proc, service_name(settings, daemon), settings)
+                for daemon in ALL_DAEMONS
+            ),
+            return_exceptions=True,
+        )
+    failures = [result for result in results if isinstance(result, BaseException)]
+    if failures and all(
+        isinstance(f, HeroProcError) and f.code == METHOD_NOT_FOUND for f in failures
+    ):
+        log.warning("hero_proc at %s has no service methods we know: %s", socket, failures[0])
+        return False
+    if failures:
+        raise CommandFailed(
+            "hero_proc could not stop the service: " + "; ".join(str(f) for f in failures)
+        )
+    return any(results)
 
 
 async def _hero_proc_statuses(socket: Path, settings: Settings) -> dict[str, ServiceStatus | None]:
@@ -440,7 +475,7 @@ async def _start(
                 specs,
                 settings.start_timeout_s,
                 lambda: _builtin_pids(settings),
-                alive=lambda: running.poll() is None,
+                alive=lambda: running.poll() is None and not _given_up(settings),
             )
         else:
             assert socket is not None  # hero_proc answered on it
@@ -457,6 +492,8 @@ async def _start(
     failing = [name for name, answer in answers.items() if answer != OK]
     if supervisor is not None and supervisor.poll() is not None:
         why = f"the supervisor exited with code {supervisor.returncode}"
+    elif given_up := _given_up(settings):
+        why = ", ".join(f"{name} {note}" for name, note in given_up.items())
     else:
         why = f"not up within {settings.start_timeout_s:g} s"
     tails = _log_tails(settings, failing, supervisor_from=log_offset if supervisor else None)
@@ -485,7 +522,7 @@ async def _undo(
 
 async def _check_secrets(settings: Settings, env: dict[str, str], backend: str) -> None:
     """Fail before starting anything when a daemon would not find its secrets."""
-    lookup = await look_up(env)
+    lookup = await look_up(env, sandbox_mode=settings.mode == "sandbox")
     needed = server_secrets(lookup, provider=settings.provider)  # raises SecretsError naming it
     if backend != HERO_PROC_BACKEND:
         return
@@ -538,15 +575,7 @@ async def _stop(settings: Settings, env: dict[str, str]) -> bool:
     stopped = await stop_builtin(settings)
     socket = hero_proc_at(env)
     if socket is not None and await hero_proc_answers(socket):
-        try:
-            stopped = await stop_hero_proc(socket, settings) or stopped
-        except HeroProcError as exc:
-            if exc.code == METHOD_NOT_FOUND:  # a hero_proc without (these) service methods
-                log.warning("hero_proc at %s has no service methods we know: %s", socket, exc)
-                return stopped
-            raise CommandFailed(
-                f"hero_proc at {socket} could not stop the service: {exc}"
-            ) from None
+        stopped = await stop_hero_proc(socket, settings) or stopped
     return stopped
 
 

@@ -17,8 +17,11 @@ import ctypes
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -65,13 +68,18 @@ class RotatingLog:
         self._file.close()
 
     def _rotate(self) -> None:
+        """Shift the old files up by one; whatever fails (someone removed them), the log is
+        reopened, so the next write still lands somewhere."""
         self._file.close()
-        for number in range(self._backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{number}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{number + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self._file = self.path.open("ab")
+        try:
+            for number in range(self._backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{number}")
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{number + 1}"))
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        finally:
+            self._file = self.path.open("ab")
 
 
 @dataclass
@@ -181,9 +189,9 @@ class Supervisor:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent(os.getpid()),
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             child.last_exit = f"could not start: {exc}"
             return None
         child.process = process
@@ -193,16 +201,20 @@ class Supervisor:
         self._save()
         exited = asyncio.create_task(self._watch(child, process))
         stopping = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not exited.done():
-            await self._stop_child(child, process)
-        return await exited
+        try:
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            return await exited if exited.done() else None
+        finally:
+            stopping.cancel()
+            if process.returncode is None:  # the stop came, or watching failed: never leave it
+                await self._stop_child(child, process)
+            if not exited.done():
+                exited.cancel()
 
     async def _watch(self, child: Child, process: asyncio.subprocess.Process) -> int:
         assert process.stdout is not None
         while chunk := await process.stdout.read(READ_CHUNK):
-            with contextlib.suppress(OSError):  # a full disk loses lines; keep draining the pipe
+            with contextlib.suppress(OSError, ValueError):  # lose lines, keep draining the pipe
                 child.output.write(chunk)
         returncode = await process.wait()
         child.last_exit = (
@@ -243,13 +255,21 @@ class Supervisor:
         )
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: have the kernel send SIGTERM if the supervisor dies.
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A preexec hook making the kernel SIGTERM the child if the supervisor dies (Linux).
 
     A supervisor killed with SIGKILL (or by the OOM killer) then takes its daemons with it,
-    instead of leaving them holding the ports with nobody to restart or stop them.
+    instead of leaving them holding the ports with nobody to restart or stop them. The prctl
+    symbol is looked up here, in the parent; the child only calls it, then checks that its
+    parent is still `parent` (it may have died before the prctl took effect).
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the supervisor died before the prctl: go now
-        os._exit(1)
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
