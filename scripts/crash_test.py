@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Crash proof: signed webhooks stream in while the public daemon is SIGKILLed, again and again.
+
+Starts the service with `hero-onboarding --start --backend builtin` in a temp home, seeds users,
+and has C clients send E signed `checkout.session.completed` deliveries each (some sent twice,
+as Stripe does), retrying every non-2xx or broken connection like Stripe until a 2xx. Meanwhile
+it SIGKILLs the public daemon K times (each once it is back); the supervisor brings it back,
+and the clients go on until the last kill is over. At the end it checks:
+every delivery that got a 2xx is credited, each payment exactly once, and every balance equals
+the sum of its ledger. Prints the figures and PASS/FAIL; exits 0 only on PASS.
+
+    .venv/bin/python scripts/crash_test.py [--clients 4] [--events 500] [--kills 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+
+import aiohttp  # noqa: E402
+import apsw  # noqa: E402
+import psutil  # noqa: E402
+
+from hero_onboarding.store import Store, ledger, users  # noqa: E402
+from tests.processes import free_port, run_cli  # noqa: E402
+from tests.stripe_events import body_of, checkout_event, new_id, sign  # noqa: E402
+
+SECRET = "whsec_crash_" + "c3" * 16
+API_KEY = "sk_test_crash_unused"
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
+USERS = 20
+
+
+@dataclass
+class Tally:
+    acknowledged: dict[str, tuple[str, int]] = field(default_factory=dict)  # pi -> (sid, amount)
+    sent: int = 0
+    attempts: int = 0
+    failures: int = 0
+
+
+async def deliver(
+    http: aiohttp.ClientSession, url: str, body: str, tally: Tally, deadline: float
+) -> bool:
+    """POST until a 2xx, as Stripe retries; False if the deadline passed first."""
+    delay = RETRY_FIRST_S
+    while time.monotonic() < deadline:
+        tally.attempts += 1
+        try:
+            async with http.post(
+                url,
+                data=body.encode(),
+                headers={
+                    "Stripe-Signature": sign(body, SECRET),
+                    "Content-Type": "application/json",
+                },
+            ) as response:
+                await response.read()
+                if 200 <= response.status < 300:
+                    return True
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        tally.failures += 1
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_S)
+    return False
+
+
+async def client(
+    url: str, sids: list[str], events: int, tally: Tally, deadline: float, kills_done: asyncio.Event
+) -> None:
+    """At least `events` payments, and on until every kill has happened."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    sent = 0
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        while (sent < events or not kills_done.is_set()) and time.monotonic() < deadline:
+            sent += 1
+            tally.sent += 1
+            sid, amount, payment = random.choice(sids), random.randint(500, 5000), new_id("pi")
+            body = body_of(
+                checkout_event(
+                    "checkout.session.completed", sid=sid, amount=amount, payment_intent=payment
+                )
+            )
+            copies = 2 if random.random() < 0.2 else 1  # Stripe re-delivers now and then
+            for _ in range(copies):
+                if await deliver(http, url, body, tally, deadline):
+                    tally.acknowledged[payment] = (sid, amount)
+
+
+def server_pid(env: dict[str, str]) -> int | None:
+    status = json.loads(run_cli("--status", "--json", env=env).stdout or "{}")
+    for daemon in status.get("daemons", []):
+        if daemon["name"] == "server" and daemon["health"] == "ok":
+            return daemon["pid"]
+    return None
+
+
+async def killer(env: dict[str, str], kills: int, every_s: float, done: asyncio.Event) -> int:
+    """Kill the public daemon `kills` times, each time once it is back and answering."""
+    killed = 0
+    while killed < kills:
+        await asyncio.sleep(every_s)
+        pid = await asyncio.to_thread(server_pid, env)
+        if pid is None:
+            continue  # still coming back from the last kill
+        psutil.Process(pid).kill()
+        killed += 1
+        print(f"  SIGKILL {killed}/{kills}: public daemon pid {pid}", flush=True)
+    return killed
+
+
+async def seed(db_path: Path) -> list[str]:
+    store = await Store.open(db_path)
+    try:
+        sids = []
+        for number in range(USERS):
+            address = f"4a1:2b3c:4d5e:6f70:8192:a3b4:c5d6:{number + 1:04x}"
+            user = await store.write(
+                lambda conn, a=address: users.register(
+                    conn, address=a, currency="usd", now=int(time.time())
+                )
+            )
+            sids.append(user.sid)
+        return sids
+    finally:
+        await store.close()
+
+
+def verify(db_path: Path, tally: Tally) -> list[str]:
+    """What is wrong in the database; empty when exactly-once held."""
+    problems = []
+    conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rows = conn.execute(
+            "SELECT external_ref, sid, amount, COUNT(*) FROM payment_events"
+            " WHERE kind = 'purchase' GROUP BY external_ref"
+        ).fetchall()
+        credited = {ref: (sid, amount, count) for ref, sid, amount, count in rows}
+        twice = [ref for ref, (_, _, count) in credited.items() if count != 1]
+        if twice:
+            problems.append(f"{len(twice)} payments credited more than once")
+        missing = [pi for pi in tally.acknowledged if pi not in credited]
+        if missing:
+            problems.append(f"{len(missing)} acknowledged payments never credited")
+        wrong = [
+            pi for pi, (sid, amount) in tally.acknowledged.items()
+            if pi in credited and credited[pi][:2] != (sid, amount)
+        ]  # fmt: skip
+        if wrong:
+            problems.append(f"{len(wrong)} payments credited to the wrong sid or amount")
+        if mismatches := ledger.verify_ledger(conn):
+            problems.append(f"{len(mismatches)} balances differ from their ledger")
+    finally:
+        conn.close()
+    return problems
+
+
+async def run(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="hc", dir="/tmp") as home:
+        env = {
+            "HOME": home,
+            "HERO_SOCKET_DIR": f"{home}/s",
+            "HERO_PROC_SOCKET": "",
+            "HERO_ONBOARDING_PORT": str(free_port()),
+            "STRIPE_WEBHOOK_SIGNING_KEY": SECRET,
+            "STRIPE_SANDBOX_SECRET_KEY": API_KEY,
+        }
+        data_dir = Path(home) / "hero" / "var" / "hero_onboarding"
+        data_dir.mkdir(parents=True)
+        sids = await seed(data_dir / "onboarding.db")
+        started = run_cli("--start", "--backend", "builtin", env=env, timeout=120)
+        if started.returncode != 0:
+            print(f"FAIL: --start: {started.stderr}")
+            return 1
+        url = f"http://127.0.0.1:{env['HERO_ONBOARDING_PORT']}/webhooks/stripe"
+        tally, done = Tally(), asyncio.Event()
+        began = time.monotonic()
+        deadline = began + args.deadline
+        try:
+            killing = asyncio.create_task(killer(env, args.kills, args.kill_every, done))
+            killing.add_done_callback(lambda _: done.set())
+            await asyncio.gather(
+                *(
+                    client(url, sids, args.events, tally, deadline, done)
+                    for _ in range(args.clients)
+                )
+            )
+            kills = await killing
+        finally:
+            stopped = run_cli("--stop", env=env, timeout=120)
+        elapsed = time.monotonic() - began
+        problems = verify(data_dir / "onboarding.db", tally)
+        sent = tally.sent
+        print(
+            f"{sent} payments from {args.clients} clients in {elapsed:.1f} s, {kills} SIGKILLs of"
+            f" the public daemon; {tally.attempts} deliveries, {tally.failures} refused or cut"
+            f" (retried); {len(tally.acknowledged)} payments acknowledged"
+        )
+        if len(tally.acknowledged) != sent:
+            problems.append(f"only {len(tally.acknowledged)} of {sent} payments got a 2xx in time")
+        if stopped.returncode != 0:
+            problems.append(f"--stop failed: {stopped.stderr.strip()}")
+        if kills < args.kills:
+            problems.append(f"only {kills} of {args.kills} kills happened (the load ended first)")
+        for problem in problems:
+            print(f"FAIL: {problem}")
+        print("exactly-once: " + ("OK" if not problems else "BROKEN"))
+        return 0 if not problems else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=500,
+        help="payments per client, at least (on until the kills end)",
+    )
+    # The supervisor leaves a daemon down after 5 exits in 60 s: 4 kills stay under that.
+    parser.add_argument("--kills", type=int, default=4)
+    parser.add_argument("--kill-every", type=float, default=1.0, help="seconds between kills")
+    parser.add_argument("--deadline", type=float, default=240, help="give up after (s)")
+    args = parser.parse_args()
+    random.seed(os.getpid())
+    sys.exit(asyncio.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()
