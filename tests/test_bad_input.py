@@ -1,0 +1,261 @@
+"""Bad input proof (hypothesis): whatever arrives, never a 5xx, never a credit, never a traceback.
+
+The public app and the admin JSON-RPC app run as real servers in a thread of their own (one
+store on a real file), so each generated example is one real HTTP request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+import json
+import re
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hero_onboarding.admin.methods import AdminContext, build_registry
+from hero_onboarding.admin.server import SERVICE
+from hero_onboarding.config import Secret, load_settings
+from hero_onboarding.mycelium.messages import SandboxOutbox
+from hero_onboarding.payments.stripe_provider import StripeWebhooks
+from hero_onboarding.rpc.server import create_rpc_app
+from hero_onboarding.store import Store
+from tests.conftest import SIGNING_SECRET, build_app
+from tests.processes import free_port
+from tests.shop_kit import ADDRESS, CODE
+from tests.stripe_events import body_of, checkout_event, new_id, sign
+
+EXAMPLES = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass
+class Live:
+    public: str
+    admin: str
+    opener: urllib.request.OpenerDirector  # a logged-in browser's cookie jar
+    csrf: str
+    db_path: Path
+
+
+def _serve(db_dir: Path, ready: threading.Event, box: dict[str, Any], stop: threading.Event):  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        config = load_settings(
+            {"HOME": str(db_dir)}, {"data_dir": str(db_dir / "data"), "mode": "sandbox"}
+        )
+        store = await Store.open(config.db_path)
+        outbox = SandboxOutbox()
+        webhooks = StripeWebhooks([Secret(SIGNING_SECRET)])
+        runners = []
+        for name, app in (
+            ("public", build_app(config, store, webhooks, messenger=outbox)),
+            ("admin", create_rpc_app(build_registry(AdminContext(config, store, None)), SERVICE)),
+        ):
+            runner = web.AppRunner(app)
+            await runner.setup()
+            port = free_port()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            runners.append(runner)
+            box[name] = f"http://127.0.0.1:{port}"
+        box["outbox"], box["db_path"] = outbox, config.db_path
+        ready.set()
+        await asyncio.to_thread(stop.wait)
+        for runner in runners:
+            await runner.cleanup()
+        await store.close()
+
+    asyncio.run(main())
+
+
+def request(
+    opener: urllib.request.OpenerDirector,
+    url: str,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str, str]:
+    """(status, body, Location) of one request; redirects are not followed."""
+    method = "POST" if data is not None else "GET"
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with opener.open(req, timeout=10) as response:
+            body = response.read().decode(errors="replace")
+            return response.status, body, response.headers.get("Location", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace"), exc.headers.get("Location", "")
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    ready, stop, box = threading.Event(), threading.Event(), {}
+    thread = threading.Thread(
+        target=_serve, args=(tmp_path_factory.mktemp("bad"), ready, box, stop), daemon=True
+    )
+    thread.start()
+    assert ready.wait(20)
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect)
+    public = box["public"]
+    _, page, _ = request(opener, public + "/")
+    token = CSRF.search(page).group(1)  # type: ignore[union-attr]
+    status, _, location = request(
+        opener, public + "/login", _form(csrf_token=token, address=ADDRESS)
+    )
+    assert status == 303, status
+    challenge = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["challenge"][0]
+    code = CODE.search(box["outbox"].messages(ADDRESS)[0].text).group(1)  # type: ignore[union-attr]
+    verified = _form(csrf_token=token, challenge=challenge, code=code)
+    assert request(opener, public + "/login/verify", verified)[0] == 303
+    _, page, _ = request(opener, public + "/")
+    csrf = CSRF.search(page).group(1)  # type: ignore[union-attr]
+    yield Live(public, box["admin"], opener, csrf, box["db_path"])
+    stop.set()
+    thread.join(20)
+
+
+def _form(**fields: str) -> bytes:
+    return urllib.parse.urlencode(fields).encode()
+
+
+def assert_answered_well(status: int, body: str) -> None:
+    assert status < 500, (status, body[:500])
+    assert "Traceback" not in body
+    assert 'File "' not in body
+
+
+def no_credit(live: Live) -> None:
+    import apsw
+
+    conn = apsw.Connection(str(live.db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM payment_events").get == 0
+        assert conn.execute("SELECT COALESCE(SUM(credit_balance), 0) FROM billing").get == 0
+    finally:
+        conn.close()
+
+
+# --- webhooks ---
+
+
+@EXAMPLES
+@given(body=st.binary(max_size=2048), signature=st.text(max_size=300))
+def test_random_webhooks_are_refused_cleanly(live: Live, body: bytes, signature: str) -> None:
+    headers = {"Content-Type": "application/json"}
+    if signature.isascii() and "\n" not in signature and "\r" not in signature:
+        headers["Stripe-Signature"] = signature
+    status, answer, _ = request(live.opener, live.public + "/webhooks/stripe", body, headers)
+    assert status in (400, 401, 413), (status, answer)
+    assert_answered_well(status, answer)
+    no_credit(live)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@EXAMPLES
+@given(data=st.data())
+def test_signed_but_mangled_events_never_credit_and_never_fail(
+    live: Live, data: st.DataObject
+) -> None:
+    """Properly signed (as if the secret leaked): odd shapes are 200-ignored or 400, not 5xx."""
+    event = checkout_event(
+        "checkout.session.completed", sid="nobody-we-know", amount=1000, payment_intent=new_id("pi")
+    )
+    path = data.draw(st.sampled_from([(), ("data",), ("data", "object")]))
+    target: Any = event
+    for key in path:
+        target = target[key]
+    key = data.draw(st.sampled_from(sorted(target)))
+    target[key] = data.draw(JSON)
+    body = body_of(event)
+    headers = {"Stripe-Signature": sign(body, SIGNING_SECRET), "Content-Type": "application/json"}
+    status, answer, _ = request(
+        live.opener, live.public + "/webhooks/stripe", body.encode(), headers
+    )
+    assert status in (200, 400), (status, answer)
+    assert_answered_well(status, answer)
+    no_credit(live)
+
+
+# --- pages ---
+
+
+@EXAMPLES
+@given(address=st.text(max_size=80), code=st.text(max_size=40), challenge=st.text(max_size=40))
+def test_random_login_forms_get_pages_not_errors(
+    live: Live, address: str, code: str, challenge: str
+) -> None:
+    for path, fields in (
+        ("/login", {"address": address}),
+        ("/login/verify", {"challenge": challenge, "code": code}),
+        ("/login/verify", {"challenge": challenge, "proof": code}),
+    ):
+        status, answer, _ = request(
+            live.opener, live.public + path, _form(csrf_token=live.csrf, **fields)
+        )
+        assert status in (200, 303, 400, 410, 429, 502, 503), (path, status)
+        assert_answered_well(status, answer)
+    no_credit(live)
+
+
+@EXAMPLES
+@given(query=st.text(max_size=40), custom=st.text(max_size=40), session=st.text(max_size=80))
+def test_random_payment_params_get_pages_not_errors(
+    live: Live, query: str, custom: str, session: str
+) -> None:
+    url = live.public + "/payment/intent?" + urllib.parse.urlencode({"amount": query})
+    status, answer, _ = request(live.opener, url, _form(csrf_token=live.csrf, custom_amount=custom))
+    assert status in (303, 400, 429), (status, answer[:300])
+    assert_answered_well(status, answer)
+    url = live.public + "/payment/return?" + urllib.parse.urlencode({"session_id": session})
+    status, answer, _ = request(live.opener, url)
+    assert status == 404
+    assert_answered_well(status, answer)
+    no_credit(live)
+
+
+# --- the admin daemon's JSON-RPC ---
+
+
+@EXAMPLES
+@given(payload=JSON, raw=st.binary(max_size=200), method=st.text(max_size=30), params=JSON)
+def test_random_json_rpc_gets_json_rpc_answers(
+    live: Live, payload: Any, raw: bytes, method: str, params: Any
+) -> None:
+    call = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    for body in (json.dumps(payload).encode(), raw, json.dumps(call).encode()):
+        status, answer, _ = request(
+            live.opener, live.admin + "/rpc", body, {"Content-Type": "application/json"}
+        )
+        assert status in (200, 204), (status, answer[:300])
+        assert_answered_well(status, answer)
+        if status == 200:
+            answered = json.loads(answer)
+            entries = answered if isinstance(answered, list) else [answered]
+            assert all(entry.get("jsonrpc") == "2.0" for entry in entries)
+            internal = [e for e in entries if (e.get("error") or {}).get("code") == -32603]
+            assert internal == [], internal
+    no_credit(live)
