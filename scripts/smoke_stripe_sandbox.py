@@ -10,7 +10,7 @@ running), it prints Stripe's payment page and waits for you to pay there.
 
 Checks, each printed PASS or FAIL: the checkout round trip credits exactly the amount; the same
 webhook again credits nothing; a tampered webhook gets 401; after --restart the balance is the
-same. Exit 0 only if all pass.
+same after --stop and --start. Exit 0 only if all pass; a check that cannot run is a FAIL line.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +89,10 @@ class Buyer:
 
 class Failure(Exception):
     pass
+
+
+State = dict[str, Any]  # what one check leaves for the next (the checkout, its event, balance)
+Verdict = tuple[bool, str]
 
 
 async def log_in(buyer: Buyer, address: str) -> None:
@@ -165,43 +170,62 @@ async def smoke(args: argparse.Namespace, keys: Keys) -> list[tuple[str, bool, s
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar) as http:
         buyer = Buyer(args.url.rstrip("/"), http)
-        try:
-            await log_in(buyer, args.address)
-            before = await buyer.balance()
-            checkout_id = await pay(buyer, keys, args.wait)
-            after = await buyer.balance()
-            record("checkout round trip with 4242", _cents(after) - _cents(before) == AMOUNT,
-                   f"balance {before} -> {after}")  # fmt: skip
-        except Failure as exc:
-            record("checkout round trip with 4242", False, str(exc))
-            return results
-
-        body = await asyncio.to_thread(completed_event, keys, checkout_id)
-        signature = stripe_signature(body, keys.signing_key)
-        status, answer = await deliver(buyer, body, signature)
-        again = await buyer.balance()
-        duplicate = status == 200 and '"duplicate"' in answer and again == after
-        record("duplicate webhook credits nothing", duplicate,
-               f"HTTP {status} {answer.strip()}, balance {again}")  # fmt: skip
-
-        tampered = body.replace(f'"amount_total": {AMOUNT}', f'"amount_total": {AMOUNT * 100}')
-        if tampered == body:  # Stripe formatted it otherwise: any change breaks the signature
-            tampered = body + " "
-        status, answer = await deliver(buyer, tampered, signature)
-        record("tampered webhook is refused", status == 401 and await buyer.balance() == after,
-               f"HTTP {status} {answer.strip()}")  # fmt: skip
-
-        if args.no_restart:
-            return results
-        restarted = await asyncio.to_thread(
-            subprocess.run, [args.cli, "--restart"], capture_output=True, text=True, check=False
-        )
-        if restarted.returncode != 0:
-            record("balance kept across --restart", False, restarted.stderr.strip())
-            return results
-        kept = await buyer.balance()
-        record("balance kept across --restart", kept == after, f"balance {after} -> {kept}")
+        checks = [
+            ("checkout round trip with 4242", round_trip),
+            ("duplicate webhook credits nothing", duplicate),
+            ("tampered webhook is refused", tampered),
+        ]
+        if not args.no_restart:
+            checks.append(("balance kept across --stop and --start", restart))
+        state: State = {}
+        for check, run in checks:
+            try:
+                ok, detail = await run(buyer, keys, args, state)
+            except (Failure, aiohttp.ClientError, OSError, stripe.StripeError) as exc:
+                ok, detail = False, f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
+            record(check, ok, detail)
+            if not ok and check.startswith("checkout"):
+                break  # nothing to replay without a paid checkout
     return results
+
+
+async def round_trip(buyer: Buyer, keys: Keys, args: argparse.Namespace, state: State) -> Verdict:
+    await log_in(buyer, args.address)
+    before = await buyer.balance()
+    state["checkout"] = await pay(buyer, keys, args.wait)
+    state["balance"] = after = await buyer.balance()
+    return _cents(after) - _cents(before) == AMOUNT, f"balance {before} -> {after}"
+
+
+async def duplicate(buyer: Buyer, keys: Keys, args: argparse.Namespace, state: State) -> Verdict:
+    state["event"] = body = await asyncio.to_thread(completed_event, keys, state["checkout"])
+    status, answer = await deliver(buyer, body, stripe_signature(body, keys.signing_key))
+    again = await buyer.balance()
+    ok = status == 200 and '"duplicate"' in answer and again == state["balance"]
+    return ok, f"HTTP {status} {answer.strip()}, balance {again}"
+
+
+async def tampered(buyer: Buyer, keys: Keys, args: argparse.Namespace, state: State) -> Verdict:
+    body = state["event"]
+    signature = stripe_signature(body, keys.signing_key)
+    changed = body.replace(f'"amount_total": {AMOUNT}', f'"amount_total": {AMOUNT * 100}')
+    if changed == body:  # Stripe formatted it otherwise: any change breaks the signature
+        changed = body + " "
+    status, answer = await deliver(buyer, changed, signature)
+    ok = status == 401 and await buyer.balance() == state["balance"]
+    return ok, f"HTTP {status} {answer.strip()}"
+
+
+async def restart(buyer: Buyer, keys: Keys, args: argparse.Namespace, state: State) -> Verdict:
+    start = [args.cli, "--start", *([] if args.real_stripe else ["--sandbox"])]
+    for command in ([args.cli, "--stop"], start):
+        done = await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            return False, f"{' '.join(command[1:])}: {done.stderr.strip()}"
+    kept = await buyer.balance()
+    return kept == state["balance"], f"balance {state['balance']} -> {kept}"
 
 
 def _cents(shown: str) -> int:
@@ -240,7 +264,7 @@ def main() -> None:
         "--real-stripe", action="store_true", help="Stripe test mode, not the sandbox"
     )
     parser.add_argument("--wait", type=float, default=30, help="seconds to wait for the payment")
-    parser.add_argument("--no-restart", action="store_true", help="skip the --restart check")
+    parser.add_argument("--no-restart", action="store_true", help="skip the --stop/--start check")
     parser.add_argument("--cli", default=str(Path(sys.executable).parent / "hero-onboarding"))
     args = parser.parse_args()
     if args.real_stripe and args.wait == 30:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +31,7 @@ from hero_onboarding.config import Secret, load_settings
 from hero_onboarding.mycelium.messages import SandboxOutbox
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.rpc.server import create_rpc_app
-from hero_onboarding.store import Store
+from hero_onboarding.store import Store, ledger
 from tests.conftest import SIGNING_SECRET, build_app
 from tests.processes import free_port
 from tests.shop_kit import ADDRESS, CODE
@@ -49,6 +50,8 @@ class Live:
     opener: urllib.request.OpenerDirector  # a logged-in browser's cookie jar
     csrf: str
     db_path: Path
+    sid: str  # the logged-in user's
+    credits: int = 0  # purchases that well-formed, signed, paid events were entitled to
 
 
 def _serve(db_dir: Path, ready: threading.Event, box: dict[str, Any], stop: threading.Event):  # type: ignore[no-untyped-def]
@@ -125,7 +128,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     assert request(opener, public + "/login/verify", verified)[0] == 303
     _, page, _ = request(opener, public + "/")
     csrf = CSRF.search(page).group(1)  # type: ignore[union-attr]
-    yield Live(public, box["admin"], opener, csrf, box["db_path"])
+    sid = json.loads(request(opener, public + "/account")[1])["sid"]
+    yield Live(public, box["admin"], opener, csrf, box["db_path"], sid)
     stop.set()
     thread.join(20)
 
@@ -140,15 +144,20 @@ def assert_answered_well(status: int, body: str) -> None:
     assert 'File "' not in body
 
 
-def no_credit(live: Live) -> None:
-    import apsw
-
+def ledger_rows(live: Live) -> list[tuple[str, str, int, str]]:
     conn = apsw.Connection(str(live.db_path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        assert conn.execute("SELECT COUNT(*) FROM payment_events").get == 0
-        assert conn.execute("SELECT COALESCE(SUM(credit_balance), 0) FROM billing").get == 0
+        assert ledger.verify_ledger(conn) == []
+        return conn.execute(
+            "SELECT external_ref, sid, amount, currency FROM payment_events ORDER BY id"
+        ).fetchall()
     finally:
         conn.close()
+
+
+def no_credit(live: Live) -> None:
+    """Nothing credited beyond what well-formed signed payments were entitled to."""
+    assert len(ledger_rows(live)) == live.credits
 
 
 # --- webhooks ---
@@ -177,12 +186,15 @@ JSON = st.recursive(
 
 @EXAMPLES
 @given(data=st.data())
-def test_signed_but_mangled_events_never_credit_and_never_fail(
+def test_signed_but_mangled_events_credit_only_what_a_paid_session_says(
     live: Live, data: st.DataObject
 ) -> None:
-    """Properly signed (as if the secret leaked): odd shapes are 200-ignored or 400, not 5xx."""
+    """Signed with the right secret (as if it leaked) and for a real user, with one field
+    replaced by random JSON: 200 or 400, never 5xx, and a credit only for what DESIGN.md allows
+    (a completed, paid session), of exactly its amount_total, to its user."""
+    amount = 1000
     event = checkout_event(
-        "checkout.session.completed", sid="nobody-we-know", amount=1000, payment_intent=new_id("pi")
+        "checkout.session.completed", sid=live.sid, amount=amount, payment_intent=new_id("pi")
     )
     path = data.draw(st.sampled_from([(), ("data",), ("data", "object")]))
     target: Any = event
@@ -192,12 +204,21 @@ def test_signed_but_mangled_events_never_credit_and_never_fail(
     target[key] = data.draw(JSON)
     body = body_of(event)
     headers = {"Stripe-Signature": sign(body, SIGNING_SECRET), "Content-Type": "application/json"}
+    before = ledger_rows(live)
     status, answer, _ = request(
         live.opener, live.public + "/webhooks/stripe", body.encode(), headers
     )
     assert status in (200, 400), (status, answer)
     assert_answered_well(status, answer)
-    no_credit(live)
+    new_rows = ledger_rows(live)[len(before) :]
+    assert len(new_rows) <= 1
+    if new_rows:
+        session = event["data"]["object"]
+        assert event["type"] == "checkout.session.completed"
+        assert session["payment_status"] == "paid"
+        [(_, sid, credited, currency)] = new_rows
+        assert (sid, credited, currency) == (live.sid, session["amount_total"], "usd")
+        live.credits += 1
 
 
 # --- pages ---
@@ -240,8 +261,14 @@ def test_random_payment_params_get_pages_not_errors(
 # --- the admin daemon's JSON-RPC ---
 
 
+METHODS = st.sampled_from(
+    ["info", "user_get", "user_list", "billing_get", "payment_list", "checkout_list",
+     "delivery_list", "billing_adjust", "ledger_verify", "reconcile", "rpc.discover"]
+) | st.text(max_size=30)  # fmt: skip
+
+
 @EXAMPLES
-@given(payload=JSON, raw=st.binary(max_size=200), method=st.text(max_size=30), params=JSON)
+@given(payload=JSON, raw=st.binary(max_size=200), method=METHODS, params=JSON)
 def test_random_json_rpc_gets_json_rpc_answers(
     live: Live, payload: Any, raw: bytes, method: str, params: Any
 ) -> None:

@@ -42,11 +42,21 @@ def test_the_smoke_script_passes_every_check_against_the_sandbox(install: Instal
         "PASS  checkout round trip with 4242: balance 0.00 USD -> 10.00 USD",
         "PASS  duplicate webhook credits nothing: HTTP 200",
         "PASS  tampered webhook is refused: HTTP 401",
-        "PASS  balance kept across --restart: balance 10.00 USD -> 10.00 USD",
+        "PASS  balance kept across --stop and --start: balance 10.00 USD -> 10.00 USD",
     ):
         assert any(line.startswith(check) for line in lines), check
     assert lines[-1] == "4 of 4 checks passed"
     assert install.status()["healthy"]  # it restarted the service, and left it running
+
+
+def test_a_check_that_cannot_run_is_a_fail_line_not_a_traceback(install: Install) -> None:
+    assert install.cli("--start", "--sandbox").returncode == 0
+    assert install.cli("--stop").returncode == 0  # the keys stay; nobody answers any more
+    result = smoke(install)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stdout.splitlines()[0].startswith("FAIL  checkout round trip with 4242: ")
+    assert result.stdout.splitlines()[-1] == "0 of 1 checks passed"
 
 
 def test_the_smoke_script_fails_when_nothing_runs(install: Install) -> None:

@@ -44,6 +44,9 @@ async def test_a_new_user_buys_10_dollars_then_a_declined_card_charges_nothing(
     await expect(page.get_by_role("note")).to_have_text("SANDBOX — no real money")
     await page.get_by_label("Mycelium address").fill(ADDRESS)
     await page.get_by_role("button", name="Send me a code").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text(
+        "Enter the code sent to your node"
+    )
     verify_url = page.url
     await page.get_by_role("link", name="Open the sandbox outbox").click()
     message = await page.get_by_test_id("message").first.inner_text()
