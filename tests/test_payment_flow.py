@@ -13,10 +13,11 @@ import time
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from hero_onboarding.config import Secret, load_settings
+from hero_onboarding.config import Secret, Settings, load_settings
 from hero_onboarding.mycelium.messages import SandboxOutbox
 from hero_onboarding.payments.stripe_provider import StripeCheckouts, StripeWebhooks
 from hero_onboarding.payments.stub import StubCheckouts
@@ -49,6 +50,21 @@ async def checkouts_recorded(store: Store) -> int:
     return await store.read(lambda conn: conn.execute("SELECT COUNT(*) FROM checkout_sessions").get)
 
 
+async def buyer_of(
+    settings: Settings,
+    store: Store,
+    webhooks: StripeWebhooks | None,
+    aiohttp_client,
+    checkouts: Any,
+) -> Browser:
+    """A logged-in buyer of an app selling through `checkouts`."""
+    outbox = SandboxOutbox()
+    app = build_app(settings, store, webhooks, messenger=outbox, checkouts=checkouts)
+    buyer = Browser(await aiohttp_client(app))
+    await log_in(buyer, outbox)
+    return buyer
+
+
 async def stub_buyer(
     tmp_path: Path, store: Store, webhooks: StripeWebhooks, aiohttp_client, **flags: str
 ) -> Browser:
@@ -56,13 +72,8 @@ async def stub_buyer(
     settings = load_settings(
         {"HOME": str(tmp_path)}, {"data_dir": str(tmp_path / "data"), "mode": "sandbox", **flags}
     )
-    outbox = SandboxOutbox()
-    app = build_app(
-        settings, store, webhooks, messenger=outbox, checkouts=StubCheckouts(settings.public_url)
-    )
-    buyer = Browser(await aiohttp_client(app))
-    await log_in(buyer, outbox)
-    return buyer
+    stub = StubCheckouts(settings.public_url)
+    return await buyer_of(settings, store, webhooks, aiohttp_client, stub)
 
 
 def shown_balance(html: str) -> str:
@@ -385,10 +396,7 @@ async def test_stripe_unreachable_is_a_502_page_and_nothing_is_recorded(
 ) -> None:
     dead = stripe_checkouts(f"http://127.0.0.1:{free_port()}")
     try:
-        outbox = SandboxOutbox()
-        app = build_app(settings, store, webhooks, checkouts=dead, messenger=outbox)
-        buyer = Browser(await aiohttp_client(app))
-        await log_in(buyer, outbox)
+        buyer = await buyer_of(settings, store, webhooks, aiohttp_client, dead)
         answer = await buyer.post("/payment/intent?amount=1000", {})
         assert answer.status == 502
         assert "nothing was charged" in answer.html
@@ -403,10 +411,7 @@ async def test_a_refused_api_key_never_reaches_the_page(shop: Shop, aiohttp_clie
     wrong_key = "pk_test_" + "Z" * 24  # a publishable key: Stripe answers 401, quoting it
     refused = stripe_checkouts(shop.sandbox.url, key=wrong_key)
     try:
-        outbox = SandboxOutbox()
-        app = build_app(shop.settings, shop.store, None, checkouts=refused, messenger=outbox)
-        buyer = Browser(await aiohttp_client(app))
-        await log_in(buyer, outbox)
+        buyer = await buyer_of(shop.settings, shop.store, None, aiohttp_client, refused)
         answer = await buyer.post("/payment/intent?amount=1000", {})
         assert answer.status == 502
         assert wrong_key not in answer.html
@@ -542,10 +547,7 @@ async def test_stripe_failing_mid_answer_is_a_502_to_the_buyer_and_processing_on
     async with broken_api(failure) as url:
         provider = StripeCheckouts(Secret(API_KEY), api_base=url, timeout_s=1)
         try:
-            outbox = SandboxOutbox()
-            app = build_app(settings, store, webhooks, checkouts=provider, messenger=outbox)
-            buyer = Browser(await aiohttp_client(app))
-            await log_in(buyer, outbox)
+            buyer = await buyer_of(settings, store, webhooks, aiohttp_client, provider)
             answer = await buyer.post("/payment/intent?amount=1000", {})
             assert answer.status == 502
             assert "nothing was charged" in answer.html
