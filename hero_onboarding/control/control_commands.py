@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -18,17 +19,17 @@ __all__ = ["BACKENDS", "control"]
 def control(action: str, settings: Settings, *, sandbox: bool, backend: str, as_json: bool) -> int:
     env = dict(os.environ)
     if action == "--status":
-        state = service.run(service.current_state(settings, env))
+        state = asyncio.run(service.current_state(settings, env))
         click.echo(json.dumps(state.as_json(), indent=1) if as_json else describe(state))
         if not state.running:
             return EXIT_NOT_RUNNING
         return EXIT_OK if state.healthy else EXIT_FAILURE
     if action == "--stop":
-        stopped = service.run(service.stop(settings, env))
+        stopped = asyncio.run(service.stop(settings, env))
         click.echo("stopped" if stopped else "not running; nothing to stop")
         return EXIT_OK
     if action == "--restart":
-        state = service.run(
+        state = asyncio.run(
             service.restart(
                 settings,
                 env,
@@ -38,7 +39,7 @@ def control(action: str, settings: Settings, *, sandbox: bool, backend: str, as_
         )
         click.echo(describe(state))
         return EXIT_OK
-    state, started = service.run(service.start(settings, env, sandbox=sandbox, backend=backend))
+    state, started = asyncio.run(service.start(settings, env, sandbox=sandbox, backend=backend))
     if started:
         click.echo(describe(state))
         click.echo(f"stop it with: hero-onboarding --stop (data dir {settings.data_dir})")

@@ -592,7 +592,3 @@ async def restart(
             sandbox=was.sandbox if sandbox is None else sandbox,
             backend=backend or was.backend or "auto",
         )
-
-
-def run(coroutine: Any) -> Any:
-    return asyncio.run(coroutine)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, expect
 
+from tests.browser.page_kit import fill_card
 from tests.control_kit import Install
 
 ADDRESS = "4a1:2b3c:4d5e:6f70:8192:a3b4:c5d6:e7f8"
@@ -27,14 +28,6 @@ def service(tmp_path: Path) -> Iterator[str]:
     assert found is not None, started.stdout
     yield found.group(1)
     install.stop_all()
-
-
-async def fill_card(page: Page, number: str) -> None:
-    await page.get_by_label("Email").fill("ada@example.com")
-    await page.get_by_label("Card number").fill(number)
-    await page.get_by_label("Expiry (MM / YY)").fill("12 / 34")
-    await page.get_by_label("CVC").fill("123")
-    await page.get_by_label("Name on card").fill("Ada Buyer")
 
 
 async def test_a_new_user_buys_10_dollars_then_a_declined_card_charges_nothing(

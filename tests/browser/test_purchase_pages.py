@@ -10,6 +10,7 @@ import re
 
 from playwright.async_api import Page, expect
 
+from tests.browser.page_kit import fill_card
 from tests.shop_kit import ADDRESS, CODE, Shop
 
 
@@ -22,14 +23,6 @@ async def log_in(page: Page, shop: Shop) -> None:
     await page.get_by_label("Login code").fill(code.group(1))
     await page.get_by_role("button", name="Log in", exact=True).click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Your credits")
-
-
-async def fill_card(page: Page, number: str) -> None:
-    await page.get_by_label("Email").fill("ada@example.com")
-    await page.get_by_label("Card number").fill(number)
-    await page.get_by_label("Expiry (MM / YY)").fill("12 / 34")
-    await page.get_by_label("CVC").fill("123")
-    await page.get_by_label("Name on card").fill("Ada Buyer")
 
 
 async def fits_the_screen(page: Page) -> bool:

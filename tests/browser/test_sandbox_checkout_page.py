@@ -7,6 +7,7 @@ import re
 from aiohttp import web
 from playwright.async_api import Page, expect
 
+from tests.browser.page_kit import fill_card
 from tests.sandbox_kit import Harness, Receiver, wait_for_types
 
 
@@ -21,14 +22,6 @@ async def merchant_site(aiohttp_server) -> str:
     app.router.add_get("/payment/return", returned)
     server = await aiohttp_server(app)
     return str(server.make_url("/payment/return"))
-
-
-async def fill_card(page: Page, number: str) -> None:
-    await page.get_by_label("Email").fill("ada@example.com")
-    await page.get_by_label("Card number").fill(number)
-    await page.get_by_label("Expiry (MM / YY)").fill("12 / 34")
-    await page.get_by_label("CVC").fill("123")
-    await page.get_by_label("Name on card").fill("Ada Buyer")
 
 
 async def test_a_buyer_pays_with_4242_and_returns_to_the_merchant(
