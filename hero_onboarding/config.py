@@ -87,6 +87,14 @@ def _optional_header(value: str | None) -> str | None:
     return value
 
 
+def _optional_stripe_account(value: str | None) -> str | None:
+    if value in (None, ""):
+        return None
+    if not re.fullmatch(r"acct_[A-Za-z0-9]{1,60}", value):
+        raise ValueError("must be a Stripe account id such as acct_1Abc")
+    return value
+
+
 def _networks(value: str) -> str:
     parts = [part.strip() for part in value.split(",") if part.strip()]
     try:
@@ -176,6 +184,12 @@ class Settings:
     )
     stripe_api_base: str | None = _setting(
         None, help="Stripe API base URL (default: real Stripe)", check=_optional_http_url
+    )
+    stripe_account: str | None = _setting(
+        None,
+        help="a connected Stripe account whose events are ours too (default: none; events of"
+        " connected accounts are ignored)",
+        check=_optional_stripe_account,
     )
     provider_timeout_s: float = _setting(
         20.0,

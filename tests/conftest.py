@@ -22,7 +22,8 @@ from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.payments.stub import StubCheckouts
 from hero_onboarding.sandbox.app import create_sandbox_app
 from hero_onboarding.sandbox.config import SandboxConfig, WebhookEndpoint
-from hero_onboarding.store import Store, balances, ledger, users
+from hero_onboarding.store import Store, balances, checkouts, ledger, users
+from hero_onboarding.store.checkouts import CheckoutSession, CheckoutStatus
 from hero_onboarding.store.users import User
 from tests.login_kit import Browser
 from tests.processes import free_port
@@ -74,6 +75,30 @@ async def register(store: Store, address: str, currency: str = "usd") -> User:
 @pytest.fixture
 async def user(store: Store) -> User:
     return await register(store, "4a1:2b3c:4d5e:6f70:8192:a3b4:c5d6:e7f8")
+
+
+async def open_checkout(
+    store: Store,
+    sid: str,
+    checkout_id: str,
+    amount: int,
+    *,
+    currency: str = "usd",
+    provider: str = "stripe",
+) -> CheckoutSession:
+    """A checkout as the service records it when it opens one: only these get credited."""
+    checkout = CheckoutSession(
+        id=checkout_id,
+        sid=sid,
+        provider=provider,
+        amount=amount,
+        currency=currency,
+        status=CheckoutStatus.OPEN,
+        url="https://checkout.example/" + checkout_id,
+        created_at=int(time.time()),
+    )
+    await store.write(partial(checkouts.insert, checkout=checkout))
+    return checkout
 
 
 async def balance_of(store: Store, sid: str) -> int:

@@ -15,9 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-_SESSION_FIXTURE = json.loads(
-    (Path(__file__).parent / "fixtures" / "checkout_session.json").read_text()
-)
+_FIXTURES = Path(__file__).parent / "fixtures"
+_SESSION_FIXTURE = json.loads((_FIXTURES / "checkout_session.json").read_text())
+# Stripe's own example objects (stripe/openapi fixtures3.json), filled in with our values.
+_CHARGE_FIXTURE = json.loads((_FIXTURES / "stripe_charge.json").read_text())
+_REFUND_FIXTURE = json.loads((_FIXTURES / "stripe_refund.json").read_text())
+_DISPUTE_FIXTURE = json.loads((_FIXTURES / "stripe_dispute.json").read_text())
 API_VERSION = "2026-10-28.endive"
 
 
@@ -85,25 +88,111 @@ def checkout_event(event_type: str, **session_kwargs: Any) -> dict[str, Any]:
     return event(event_type, checkout_session(**session_kwargs))
 
 
-def charge_refunded(
-    *, payment_intent: str, amount: int, amount_refunded: int, currency: str = "usd"
+def charge(
+    *,
+    payment_intent: str,
+    amount: int,
+    amount_refunded: int = 0,
+    currency: str = "usd",
+    refunds: list[dict[str, Any]] | None = None,
+    charge_id: str | None = None,
 ) -> dict[str, Any]:
-    charge = {
-        "id": new_id("ch"),
-        "object": "charge",
-        "amount": amount,
-        "amount_captured": amount,
-        "amount_refunded": amount_refunded,
-        "captured": True,
-        "currency": currency,
-        "livemode": False,
-        "metadata": {},
-        "paid": True,
-        "payment_intent": payment_intent,
-        "refunded": amount_refunded == amount,
-        "status": "succeeded",
-    }
-    return event("charge.refunded", charge)
+    """A succeeded card charge; `refunds` None leaves the list out, as API versions since
+    2022-11-15 do in events."""
+    obj = copy.deepcopy(_CHARGE_FIXTURE)
+    charge_id = charge_id or new_id("ch")
+    obj.update(
+        id=charge_id,
+        amount=amount,
+        amount_captured=amount,
+        amount_refunded=amount_refunded,
+        currency=currency,
+        payment_intent=payment_intent,
+        refunded=amount_refunded == amount,
+        created=int(time.time()) - 60,
+    )
+    if refunds is None:
+        del obj["refunds"]
+    else:
+        obj["refunds"] = {
+            "object": "list",
+            "data": refunds,
+            "has_more": False,
+            "url": f"/v1/charges/{charge_id}/refunds",
+        }
+    return obj
+
+
+def charge_refunded(
+    *, payment_intent: str, amount: int, amount_refunded: int, currency: str = "usd", **kwargs: Any
+) -> dict[str, Any]:
+    return event(
+        "charge.refunded",
+        charge(
+            payment_intent=payment_intent,
+            amount=amount,
+            amount_refunded=amount_refunded,
+            currency=currency,
+            **kwargs,
+        ),
+    )
+
+
+def refund(
+    *,
+    payment_intent: str | None,
+    amount: int,
+    status: str = "succeeded",
+    refund_id: str | None = None,
+    charge_id: str | None = None,
+    currency: str = "usd",
+) -> dict[str, Any]:
+    obj = copy.deepcopy(_REFUND_FIXTURE)
+    obj.update(
+        id=refund_id or new_id("re"),
+        amount=amount,
+        charge=charge_id or new_id("ch"),
+        currency=currency,
+        payment_intent=payment_intent,
+        status=status,
+        created=int(time.time()),
+    )
+    if status == "failed":
+        obj["failure_reason"] = "expired_or_canceled_card"
+    return obj
+
+
+def refund_event(event_type: str, **refund_kwargs: Any) -> dict[str, Any]:
+    """refund.created / refund.updated / refund.failed / charge.refund.updated."""
+    return event(event_type, refund(**refund_kwargs))
+
+
+def dispute(
+    *,
+    payment_intent: str | None,
+    amount: int,
+    status: str = "needs_response",
+    dispute_id: str | None = None,
+    charge_id: str | None = None,
+    currency: str = "usd",
+) -> dict[str, Any]:
+    obj = copy.deepcopy(_DISPUTE_FIXTURE)
+    obj.update(
+        id=dispute_id or new_id("dp"),
+        amount=amount,
+        charge=charge_id or new_id("ch"),
+        currency=currency,
+        payment_intent=payment_intent,
+        status=status,
+        reason="fraudulent",
+        created=int(time.time()),
+    )
+    return obj
+
+
+def dispute_event(event_type: str, **dispute_kwargs: Any) -> dict[str, Any]:
+    """charge.dispute.created / .updated / .closed / .funds_withdrawn / .funds_reinstated."""
+    return event(event_type, dispute(**dispute_kwargs))
 
 
 def body_of(evt: dict[str, Any]) -> str:

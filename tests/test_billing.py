@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from functools import partial
 
 import pytest
@@ -13,7 +12,13 @@ from hero_onboarding.payments.base import EventKind, ProviderEvent
 from hero_onboarding.store import checkouts, deliveries, ledger
 from hero_onboarding.store.checkouts import CheckoutSession, CheckoutStatus
 from hero_onboarding.store.deliveries import Delivery
-from tests.conftest import balance_of
+from tests.conftest import balance_of, open_checkout
+
+
+@pytest.fixture
+async def checkout(store, user) -> CheckoutSession:
+    """The checkout `paid_event` pays: opened by us, for `user`, 10.00 usd."""
+    return await open_checkout(store, user.sid, "co_1", 1000, provider="stub")
 
 
 def paid_event(sid: str, *, ref: str = "pi_1", amount: int = 1000, event_id: str = "evt_1"):
@@ -30,13 +35,13 @@ def paid_event(sid: str, *, ref: str = "pi_1", amount: int = 1000, event_id: str
     )
 
 
-async def test_concurrent_fulfilment_of_one_payment_credits_once(store, user):
+async def test_concurrent_fulfilment_of_one_payment_credits_once(store, user, checkout):
     results = await asyncio.gather(*(fulfil(store, paid_event(user.sid)) for _ in range(20)))
     assert sorted(r.outcome for r in results) == [Outcome.CREDITED] + [Outcome.DUPLICATE] * 19
     assert await balance_of(store, user.sid) == 1000
 
 
-async def test_webhook_and_return_page_reports_differ_in_event_id_but_credit_once(store, user):
+async def test_webhook_and_return_page_differ_in_event_id_but_credit_once(store, user, checkout):
     first = await fulfil(store, paid_event(user.sid, event_id="evt_webhook"))
     second = await fulfil(store, paid_event(user.sid, event_id="return-page"))
     assert (first.outcome, first.amount) == (Outcome.CREDITED, 1000)
@@ -44,11 +49,7 @@ async def test_webhook_and_return_page_reports_differ_in_event_id_but_credit_onc
     assert await balance_of(store, user.sid) == 1000
 
 
-async def test_paid_marks_our_checkout_complete(store, user):
-    checkout = CheckoutSession(
-        "co_1", user.sid, "stub", 1000, "usd", CheckoutStatus.OPEN, None, int(time.time())
-    )
-    await store.write(partial(checkouts.insert, checkout=checkout))
+async def test_paid_marks_our_checkout_complete(store, user, checkout):
     await fulfil(store, paid_event(user.sid))
     found = await store.read(lambda c: checkouts.get(c, "co_1"))
     assert found.status is CheckoutStatus.COMPLETE

@@ -17,7 +17,7 @@ from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.store import Store, checkouts, deliveries
 from hero_onboarding.store.checkouts import CheckoutSession, CheckoutStatus
 from hero_onboarding.store.users import User
-from tests.conftest import OTHER_SECRET, SIGNING_SECRET, balance_of, build_app
+from tests.conftest import OTHER_SECRET, SIGNING_SECRET, balance_of, build_app, open_checkout
 from tests.stripe_events import (
     body_of,
     charge_refunded,
@@ -44,11 +44,21 @@ async def send(
     return await deliver(client, body, sign(body, *(secrets or (SIGNING_SECRET,))))
 
 
-def paid(
-    user: User, amount: int = 1000, *, event_type: str = "checkout.session.completed", **kwargs: Any
+async def paid(
+    store: Store,
+    user: User,
+    amount: int = 1000,
+    *,
+    event_type: str = "checkout.session.completed",
+    **kwargs: Any,
 ) -> dict[str, Any]:
+    """A paid session of a checkout we opened for `user` (its row recorded, as we do)."""
     kwargs.setdefault("payment_intent", new_id("pi"))
-    return checkout_event(event_type, sid=user.sid, amount=amount, **kwargs)
+    evt = checkout_event(event_type, sid=user.sid, amount=amount, **kwargs)
+    session_id = evt["data"]["object"]["id"]
+    if await store.read(partial(checkouts.get, checkout_id=session_id)) is None:
+        await open_checkout(store, user.sid, session_id, amount)
+    return evt
 
 
 ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
@@ -59,7 +69,7 @@ async def recorded(store: Store) -> list[deliveries.Delivery]:
 
 
 async def test_verified_paid_checkout_credits_amount_total(client, store, user):
-    status, answer = await send(client, paid(user, 1234))
+    status, answer = await send(client, await paid(store, user, 1234))
     assert (status, answer) == (200, {"received": True, "outcome": "credited"})
     assert await balance_of(store, user.sid) == 1234
     [delivery] = await recorded(store)
@@ -109,7 +119,7 @@ def _no_v1(body: str, header: str) -> tuple[str, str]:
 async def test_unverifiable_delivery_is_401_and_credits_nothing(
     client, store, user, mutate, reason
 ):
-    body = body_of(paid(user, 1000))
+    body = body_of(await paid(store, user, 1000))
     body, header = mutate(body, sign(body, SIGNING_SECRET))
     status, answer = await deliver(client, body, header)
     assert status == 401
@@ -121,7 +131,7 @@ async def test_unverifiable_delivery_is_401_and_credits_nothing(
 
 
 async def test_missing_signature_header_is_401(client, store, user):
-    status, answer = await deliver(client, body_of(paid(user)), header=None)
+    status, answer = await deliver(client, body_of(await paid(store, user)), header=None)
     assert status == 401
     assert answer == {"error": "missing Stripe-Signature header"}
     assert await balance_of(store, user.sid) == 0
@@ -137,7 +147,7 @@ async def test_non_utf8_body_is_401(client, store, user):
 
 async def test_header_with_two_v1_signatures_is_accepted_during_rotation(client, store, user):
     """Stripe signs with the old and the new secret while both are live."""
-    status, _ = await send(client, paid(user, 700), OTHER_SECRET, SIGNING_SECRET)
+    status, _ = await send(client, await paid(store, user, 700), OTHER_SECRET, SIGNING_SECRET)
     assert status == 200
     assert await balance_of(store, user.sid) == 700
 
@@ -148,20 +158,20 @@ async def test_either_configured_secret_verifies(
 ):
     rotating = StripeWebhooks([Secret(SIGNING_SECRET), Secret(OTHER_SECRET)])
     client = await aiohttp_client(build_app(settings, store, rotating))
-    status, _ = await send(client, paid(user, 600), signed_with)
+    status, _ = await send(client, await paid(store, user, 600), signed_with)
     assert status == 200
     assert await balance_of(store, user.sid) == 600
 
 
 async def test_same_event_twice_credits_once(client, store, user):
-    evt = paid(user, 1500)
+    evt = await paid(store, user, 1500)
     assert await send(client, evt) == (200, {"received": True, "outcome": "credited"})
     assert await send(client, evt) == (200, {"received": True, "outcome": "duplicate"})
     assert await balance_of(store, user.sid) == 1500
 
 
 async def test_fifty_identical_deliveries_in_parallel_credit_once(client, store, user):
-    evt = paid(user, 2500)
+    evt = await paid(store, user, 2500)
     answers = await asyncio.gather(*(send(client, evt) for _ in range(50)))
     outcomes = sorted(answer["outcome"] for status, answer in answers if status == 200)
     assert outcomes == ["credited"] + ["duplicate"] * 49
@@ -171,9 +181,9 @@ async def test_fifty_identical_deliveries_in_parallel_credit_once(client, store,
 async def test_two_event_types_for_one_payment_credit_once(client, store, user):
     pi = new_id("pi")
     session_id = "cs_test_" + "c" * 58
-    completed = paid(user, 900, payment_intent=pi, session_id=session_id)
-    succeeded = paid(
-        user, 900, event_type=ASYNC_SUCCEEDED, payment_intent=pi, session_id=session_id
+    completed = await paid(store, user, 900, payment_intent=pi, session_id=session_id)
+    succeeded = await paid(
+        store, user, 900, event_type=ASYNC_SUCCEEDED, payment_intent=pi, session_id=session_id
     )
     assert (await send(client, completed))[1]["outcome"] == "credited"
     assert (await send(client, succeeded))[1]["outcome"] == "duplicate"
@@ -182,14 +192,16 @@ async def test_two_event_types_for_one_payment_credit_once(client, store, user):
 
 async def test_async_payment_credits_only_when_it_succeeds(client, store, user):
     pi, session_id = new_id("pi"), "cs_test_" + "d" * 58
-    await _open_checkout(store, user, session_id, 1100)
-    unpaid = paid(user, 1100, payment_intent=pi, session_id=session_id, payment_status="unpaid")
+    await open_checkout(store, user.sid, session_id, 1100)
+    unpaid = await paid(
+        store, user, 1100, payment_intent=pi, session_id=session_id, payment_status="unpaid"
+    )
     assert (await send(client, unpaid))[1]["outcome"] == "pending"
     assert await balance_of(store, user.sid) == 0
     assert await _checkout_status(store, session_id) == CheckoutStatus.PENDING
 
-    succeeded = paid(
-        user, 1100, event_type=ASYNC_SUCCEEDED, payment_intent=pi, session_id=session_id
+    succeeded = await paid(
+        store, user, 1100, event_type=ASYNC_SUCCEEDED, payment_intent=pi, session_id=session_id
     )
     assert (await send(client, succeeded))[1]["outcome"] == "credited"
     assert (await send(client, succeeded))[1]["outcome"] == "duplicate"
@@ -206,7 +218,7 @@ async def test_async_payment_credits_only_when_it_succeeds(client, store, user):
 )
 async def test_failed_or_expired_marks_the_checkout_only(client, store, user, event_type, status):
     session_id = "cs_test_" + "e" * 58
-    await _open_checkout(store, user, session_id, 800)
+    await open_checkout(store, user.sid, session_id, 800)
     evt = checkout_event(
         event_type,
         sid=user.sid,
@@ -223,8 +235,8 @@ async def test_failed_or_expired_marks_the_checkout_only(client, store, user, ev
 
 async def test_late_expiry_never_undoes_a_payment(client, store, user):
     session_id = "cs_test_" + "f" * 58
-    await _open_checkout(store, user, session_id, 500)
-    await send(client, paid(user, 500, session_id=session_id))
+    await open_checkout(store, user.sid, session_id, 500)
+    await send(client, await paid(store, user, 500, session_id=session_id))
     expired = checkout_event(
         "checkout.session.expired",
         sid=user.sid,
@@ -257,7 +269,7 @@ async def test_unknown_user_is_200_and_recorded_as_unmatched(client, store, user
     assert await send(client, evt) == (200, {"received": True, "outcome": "unmatched"})
     [delivery] = await recorded(store)
     assert delivery.outcome == "unmatched"
-    assert "nosuchsid" in delivery.detail
+    assert delivery.detail == f"checkout {evt['data']['object']['id']} was not opened by us"
     assert await balance_of(store, user.sid) == 0
 
 
@@ -266,12 +278,12 @@ async def test_session_without_client_reference_is_not_ours(client, store, user)
     evt = checkout_event(
         "checkout.session.completed", sid=None, amount=3000, payment_intent=new_id("pi")
     )
-    assert await send(client, evt) == (200, {"received": True, "outcome": "ignored"})
+    assert await send(client, evt) == (200, {"received": True, "outcome": "unmatched"})
     assert await balance_of(store, user.sid) == 0
 
 
 async def test_payment_in_another_currency_is_unmatched_not_credited(client, store, user):
-    evt = paid(user, 1000, currency="eur")
+    evt = await paid(store, user, 1000, currency="eur")
     assert (await send(client, evt))[1]["outcome"] == "unmatched"
     assert await balance_of(store, user.sid) == 0
 
@@ -279,13 +291,13 @@ async def test_payment_in_another_currency_is_unmatched_not_credited(client, sto
 async def test_event_from_the_other_stripe_mode_is_ignored(aiohttp_client, settings, store, user):
     live_only = StripeWebhooks([Secret(SIGNING_SECRET)], livemode=True)
     client = await aiohttp_client(build_app(settings, store, live_only))
-    status, answer = await send(client, paid(user, 1000))  # a test-mode event
+    status, answer = await send(client, await paid(store, user, 1000))  # a test-mode event
     assert (status, answer["outcome"]) == (200, "ignored")
     assert await balance_of(store, user.sid) == 0
 
 
 async def test_body_over_one_mebibyte_is_413(client, store, user):
-    evt = paid(user, 1000)
+    evt = await paid(store, user, 1000)
     evt["data"]["object"]["metadata"]["padding"] = "x" * (1 << 20)
     status, answer = await send(client, evt)
     assert status == 413
@@ -316,7 +328,7 @@ async def test_signed_body_that_is_not_an_event_is_400(client, store, user):
 
 async def test_signed_but_pathological_bodies_are_400_and_recorded(client, store, user):
     deep = "[" * 100_000 + "]" * 100_000
-    surrogate = paid(user, 1000)
+    surrogate = await paid(store, user, 1000)
     surrogate["type"] = "\ud800"  # valid JSON escape, but no text column can hold it
     for body in (deep, body_of(surrogate)):
         status, answer = await deliver(client, body, sign(body, SIGNING_SECRET))
@@ -327,7 +339,7 @@ async def test_signed_but_pathological_bodies_are_400_and_recorded(client, store
 
 
 async def test_paid_event_without_amount_is_400_not_credited(client, store, user):
-    evt = paid(user, 1000)
+    evt = await paid(store, user, 1000)
     evt["data"]["object"]["amount_total"] = None
     status, _ = await send(client, evt)
     assert status == 400
@@ -336,7 +348,7 @@ async def test_paid_event_without_amount_is_400_not_credited(client, store, user
 
 async def test_refunds_debit_once_per_step_and_never_more_than_paid(client, store, user):
     pi = new_id("pi")
-    await send(client, paid(user, 1000, payment_intent=pi))
+    await send(client, await paid(store, user, 1000, payment_intent=pi))
     partial_refund = charge_refunded(payment_intent=pi, amount=1000, amount_refunded=400)
     assert (await send(client, partial_refund))[1]["outcome"] == "refunded"
     assert (await send(client, partial_refund))[1]["outcome"] == "duplicate"
@@ -350,13 +362,15 @@ async def test_refunds_debit_once_per_step_and_never_more_than_paid(client, stor
     assert await balance_of(store, user.sid) == 0
 
 
-async def test_refund_of_unknown_payment_is_unmatched(client, store, user):
+async def test_refund_of_a_payment_not_credited_is_kept_not_applied(client, store, user):
     evt = charge_refunded(payment_intent=new_id("pi"), amount=1000, amount_refunded=1000)
-    assert (await send(client, evt))[1]["outcome"] == "unmatched"
+    assert (await send(client, evt))[1]["outcome"] == "parked"
+    assert (await send(client, evt))[1]["outcome"] == "duplicate"
+    assert await balance_of(store, user.sid) == 0
 
 
 async def test_every_delivery_is_recorded_including_rejected_ones(client, store, user):
-    evt = paid(user, 1000)
+    evt = await paid(store, user, 1000)
     await send(client, evt)
     await send(client, evt)
     await send(client, evt, OTHER_SECRET)
@@ -377,10 +391,10 @@ async def test_store_failure_is_500_and_the_retry_credits(aiohttp_client, settin
                 StripeWebhooks([Secret(SIGNING_SECRET)]),
             )
         )
+        evt = await paid(impatient, user, 4200)
         locker = apsw.Connection(str(settings.db_path))
         locker.set_busy_timeout(5000)  # the app's startup prune may hold the lock a moment
         locker.execute("BEGIN IMMEDIATE")
-        evt = paid(user, 4200)
         try:
             status, answer = await send(client, evt)
         finally:
@@ -402,20 +416,6 @@ async def test_store_failure_is_500_and_the_retry_credits(aiohttp_client, settin
 async def test_get_on_webhook_route_is_405(client):
     resp = await client.get("/webhooks/stripe")
     assert resp.status == 405
-
-
-async def _open_checkout(store: Store, user: User, session_id: str, amount: int) -> None:
-    checkout = CheckoutSession(
-        id=session_id,
-        sid=user.sid,
-        provider="stripe",
-        amount=amount,
-        currency="usd",
-        status=CheckoutStatus.OPEN,
-        url="https://checkout.example/" + session_id,
-        created_at=int(time.time()),
-    )
-    await store.write(partial(checkouts.insert, checkout=checkout))
 
 
 async def _checkout_status(store: Store, session_id: str) -> CheckoutStatus:

@@ -25,7 +25,17 @@ from ..mycelium.address import AddressError, parse_address
 from ..payments.base import MAX_AMOUNT, ProviderError, ProviderEvent, Reconciler
 from ..rpc.errors import INVALID_PARAMS, RpcFault
 from ..rpc.registry import ErrorSpec, Param, Registry
-from ..store import Store, StoreError, audit, balances, checkouts, deliveries, ledger, users
+from ..store import (
+    Store,
+    StoreError,
+    audit,
+    balances,
+    checkouts,
+    deliveries,
+    ledger,
+    reversals,
+    users,
+)
 from ..store.checkouts import CheckoutStatus
 from ..store.ledger import EntryKind, LedgerEntry
 
@@ -44,7 +54,10 @@ UNAVAILABLE: Final = ErrorSpec(-32015, "the database is unavailable")
 
 ADJUSTMENT_PROVIDER: Final = "admin"
 DEFAULT_RECONCILE_S: Final = 3 * 86400
-CHANGED: Final = frozenset({Outcome.CREDITED, Outcome.REFUNDED})
+CHANGED: Final = frozenset({
+    Outcome.CREDITED, Outcome.REFUNDED, Outcome.REFUND_REVERSED, Outcome.DISPUTED,
+    Outcome.DISPUTE_REVERSED,
+})  # fmt: skip
 
 # -- schemas (the OpenRPC document shows these) ----------------------------------------------
 
@@ -95,6 +108,11 @@ DELIVERY: Final = _object(
     ["received_at", "provider", "verified", "outcome"],
     received_at=INT, provider=TEXT, verified={"type": "boolean"},
     outcome={"enum": DELIVERY_OUTCOMES}, detail=TEXT, event_id=MAYBE_TEXT, type=MAYBE_TEXT,
+)  # fmt: skip
+DISPUTE: Final = _object(
+    ["id", "provider", "payment", "amount", "currency", "status", "sid", "opened_at"],
+    id=TEXT, provider=TEXT, payment=TEXT, amount=INT, currency=TEXT, status=TEXT,
+    sid=MAYBE_TEXT, opened_at=INT, updated_at=INT,
 )  # fmt: skip
 ADJUSTED: Final = _object(
     ["sid", "amount", "currency", "balance", "formatted", "idempotency_key", "audit_id",
@@ -360,6 +378,24 @@ def build_registry(ctx: AdminContext) -> Registry:
         return {"ok": not mismatches, "mismatches": [asdict(m) for m in mismatches]}
 
     @registry.method(
+        "dispute_list",
+        "Disputes holding money (open, or lost), oldest first, with the user whose credits "
+        "they took; a dispute whose payment was never credited has sid null.",
+        params=PAGE,
+        result=_list_of("disputes", DISPUTE, limit=INT, offset=INT),
+        errors=(UNAVAILABLE,),
+    )
+    async def dispute_list(limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        def query(conn: apsw.Connection) -> list[dict[str, Any]]:
+            return [
+                _dispute(dispute, ledger.find(conn, dispute.provider, EntryKind.PURCHASE,
+                                              dispute.payment_ref))
+                for dispute in reversals.open_disputes(conn, limit=limit, offset=offset)
+            ]  # fmt: skip
+
+        return {"disputes": await ctx.scan(query), "limit": limit, "offset": offset}
+
+    @registry.method(
         "reconcile",
         "Ask the provider for the paid checkouts and refunds since a time and apply any the "
         "ledger lacks (heals missed webhooks); says what it changed. Each change is audited.",
@@ -391,9 +427,11 @@ def build_registry(ctx: AdminContext) -> Registry:
             outcome, detail = await ctx.write(
                 partial(_reconcile_one, event=event, actor=caller, now=ctx.now())
             )
-            if outcome is Outcome.CREDITED or outcome is Outcome.REFUNDED:
-                result["credited" if outcome is Outcome.CREDITED else "refunded"].append(detail)
-            elif outcome is Outcome.DUPLICATE:
+            if outcome is Outcome.CREDITED:
+                result["credited"].append(detail)
+            elif outcome in CHANGED:
+                result["refunded"].append({**detail, "outcome": outcome.value})
+            elif outcome in (Outcome.DUPLICATE, Outcome.RECORDED, Outcome.PARKED):
                 result["already_done"] += 1
             else:
                 result["not_credited"].append(detail)
@@ -500,6 +538,20 @@ def _payment(row: ledger.RecordedEntry) -> dict[str, Any]:
         "event_id": entry.event_id,
         "checkout_id": entry.checkout_id,
         "created_at": row.created_at,
+    }
+
+
+def _dispute(dispute: reversals.Reversal, purchase: LedgerEntry | None) -> dict[str, Any]:
+    return {
+        "id": dispute.ref,
+        "provider": dispute.provider,
+        "payment": dispute.payment_ref,
+        "amount": dispute.amount,
+        "currency": dispute.currency,
+        "status": dispute.status,
+        "sid": purchase.sid if purchase else None,
+        "opened_at": dispute.first_seen,
+        "updated_at": dispute.updated_at,
     }
 
 

@@ -16,15 +16,14 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..billing import Fulfilment, Outcome
+from ..payments.stripe_api import HANDLED_EVENT_TYPES
 
 PREFIX: Final = "hero_onboarding_"
 # Webhook types we act on keep their own label; any other verified type is counted as "other".
-KNOWN_EVENT_TYPES: Final = frozenset({
-    "checkout.session.completed",
-    "checkout.session.async_payment_succeeded",
-    "checkout.session.async_payment_failed",
-    "checkout.session.expired",
-    "charge.refunded",
+KNOWN_EVENT_TYPES: Final = frozenset(HANDLED_EVENT_TYPES)
+# Outcomes that gave money back or took it: counted with their amount, per path.
+REVERSALS: Final = frozenset({
+    Outcome.REFUNDED, Outcome.REFUND_REVERSED, Outcome.DISPUTED, Outcome.DISPUTE_REVERSED
 })  # fmt: skip
 UNVERIFIED: Final = "unverified"
 # Request latencies: a page is a few ms, a checkout waits on the provider for up to seconds.
@@ -41,6 +40,9 @@ class Metrics:
     credits_applied: Counter
     credited_minor_units: Counter
     duplicates_ignored: Counter
+    reversals: Counter
+    reversed_minor_units: Counter
+    unmatched: Counter
     request_seconds: Histogram
     webhook_seconds: Histogram
     provider_seconds: Histogram
@@ -52,6 +54,14 @@ class Metrics:
             self.credited_minor_units.labels(source, currency or "").inc(result.amount)
         elif result.outcome is Outcome.DUPLICATE:
             self.duplicates_ignored.labels(source).inc()
+        elif result.outcome in REVERSALS:
+            self.reversals.labels(source, result.outcome.value).inc()
+            self.reversed_minor_units.labels(source, result.outcome.value, currency or "").inc(
+                abs(result.amount)
+            )
+        elif result.outcome is Outcome.UNMATCHED:
+            reason = result.reason.value if result.reason else "other"
+            self.unmatched.labels(source, reason).inc()
 
     @contextlib.contextmanager
     def provider_call(self, operation: str) -> Iterator[None]:
@@ -101,6 +111,25 @@ def new_metrics() -> Metrics:
         ),
         duplicates_ignored=counter(
             "duplicates_ignored", "Reports of a payment that was already credited", "source"
+        ),
+        reversals=counter(
+            "reversals",
+            "Refunds, refund failures, disputes and dispute wins that moved a balance",
+            "source",
+            "outcome",
+        ),
+        reversed_minor_units=counter(
+            "reversed_minor_units",
+            "Minor units those reversals moved (taken back or given back)",
+            "source",
+            "outcome",
+            "currency",
+        ),
+        unmatched=counter(
+            "unmatched",
+            "Reports about money that were not applied, by why (someone must look)",
+            "source",
+            "reason",
         ),
         request_seconds=histogram(
             "http_request_duration_seconds", "Time to answer a request", "route", "method"

@@ -65,6 +65,7 @@ async def serve(settings: Settings, secrets: Secrets, stop: asyncio.Event) -> No
                 secrets.webhook_signing_keys,
                 tolerance_s=settings.webhook_tolerance_s,
                 livemode=stripe_livemode(secrets),
+                account=settings.stripe_account,
             )
             if secrets.webhook_signing_keys
             else None

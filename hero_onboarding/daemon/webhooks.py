@@ -16,7 +16,7 @@ import apsw
 from aiohttp import web
 
 from ..billing import Fulfilment, Outcome, apply_event
-from ..payments.base import InvalidPayload, InvalidSignature, ProviderEvent
+from ..payments.base import EventKind, InvalidPayload, InvalidSignature, ProviderEvent
 from ..store import deliveries
 from ..store.deliveries import Delivery
 from .keys import CLOCK, METRICS, SETTINGS, STORE, STRIPE
@@ -24,9 +24,11 @@ from .metrics import UNVERIFIED
 
 log = logging.getLogger(__name__)
 
+_DISPUTES = (EventKind.DISPUTED, EventKind.DISPUTE_WON)
+
 # Every verified delivery gets a 2xx and a row in webhook_deliveries; the log line's level says
-# how much an operator should care: unmatched money needs a human, replays and foreign events
-# are routine.
+# how much an operator should care: unmatched money and disputes need a human, replays and
+# foreign events are routine.
 _LOG_LEVEL = {
     Outcome.UNMATCHED: logging.WARNING,
     Outcome.DUPLICATE: logging.DEBUG,
@@ -92,7 +94,9 @@ async def _handle(request: web.Request) -> web.Response:
     app[METRICS].webhook(event.raw_type, result.outcome.value)
     app[METRICS].fulfilled("webhook", result, event.currency)
     log.log(
-        _LOG_LEVEL.get(result.outcome, logging.INFO),
+        logging.WARNING
+        if event.kind in _DISPUTES  # even kept or repeated: a contested payment needs a human
+        else _LOG_LEVEL.get(result.outcome, logging.INFO),
         "webhook %s %s: %s%s%s",
         event.event_id,
         event.raw_type,

@@ -16,12 +16,29 @@ MAX_AMOUNT: Final = 10**12
 
 
 class EventKind(StrEnum):
+    """What a report means for the ledger.
+
+    The reversals (REFUNDED, REFUND_FAILED, DISPUTED, DISPUTE_WON) name the payment they
+    reverse in `external_ref`; with `reversal_id` set they are about one refund or dispute and
+    `amount` is its amount, else (REFUNDED only) `amount` is the payment's running total
+    refunded. They may arrive before the payment itself: billing keeps them until it is credited.
+    """
+
     PAID = "paid"  # money received: credit `amount` once per payment
     PENDING = "pending"  # buyer finished, a delayed payment method is still settling
     FAILED = "failed"  # the delayed payment failed
     EXPIRED = "expired"  # the checkout can no longer be paid
-    REFUNDED = "refunded"  # `amount` is the running total refunded on payment `external_ref`
+    REFUNDED = "refunded"  # a refund that takes money back (pending or succeeded)
+    REFUND_FAILED = "refund_failed"  # a refund that failed or was canceled: the money stays ours
+    DISPUTED = "disputed"  # a dispute holds `amount` (open, or lost)
+    DISPUTE_WON = "dispute_won"  # a dispute closed in our favour: nothing is held any more
+    UNKNOWN = "unknown"  # about money, but in a state we do not know (`note`): a person must look
     IGNORED = "ignored"  # verified, but nothing for us to do (`note` says why)
+
+
+REVERSAL_KINDS: Final = frozenset({
+    EventKind.REFUNDED, EventKind.REFUND_FAILED, EventKind.DISPUTED, EventKind.DISPUTE_WON
+})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +46,11 @@ class ProviderEvent:
     """A provider's report, reduced to what fulfilment needs.
 
     `external_ref` names the payment (Stripe: the payment_intent id) and is what makes credits
-    unique; `amount` is always the provider's figure, never one a browser sent.
+    unique; `amount` is always the provider's figure, never one a browser sent. `sid` is the user
+    the provider's object names; `conflicting_sid` is set when a second reference in the same
+    object names another (a session whose client_reference_id and metadata disagree), which no
+    checkout of ours ever does. `parts` are further reports carried by the same object (the
+    refunds listed on a charge), applied with it.
     """
 
     provider: str
@@ -43,6 +64,10 @@ class ProviderEvent:
     sid: str | None = None
     livemode: bool | None = None
     note: str = ""
+    conflicting_sid: str | None = None
+    reversal_id: str | None = None  # the refund or dispute (re_..., dp_...) a reversal is about
+    status: str | None = None  # the provider's own word for that refund's or dispute's state
+    parts: tuple[ProviderEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +115,12 @@ class Reconciler(Protocol):
     name: str
 
     async def settled_since(self, since: int) -> list[ProviderEvent]:
-        """Paid checkouts created at or after `since` (unix seconds), then refunds since then.
+        """Paid checkouts created at or after `since` (unix seconds), then what happened to
+        payments since then (refunds, refund failures, disputes), oldest first.
 
-        Purchases come first, so a refund whose webhook came before its purchase was credited
-        is applied after the purchase it refunds. What cannot be read is an IGNORED event whose
-        note says why, so one odd object never hides the rest.
+        Order does not matter to billing (a reversal before its purchase is kept until the
+        purchase is credited), but purchases first keeps the audit readable. What cannot be
+        read is an IGNORED event whose note says why, so one odd object never hides the rest.
         """
         ...
 

@@ -19,6 +19,7 @@ import stripe
 from ..config import Secret
 from .base import (
     MAX_AMOUNT,
+    REVERSAL_KINDS,
     Checkout,
     CheckoutRequest,
     EventKind,
@@ -27,6 +28,7 @@ from .base import (
     ProviderError,
     ProviderEvent,
 )
+from .stripe_api import API_VERSION, DISPUTE_EVENT_TYPES, REFUND_EVENT_TYPES
 
 PROVIDER: Final = "stripe"
 SIGNATURE_HEADER: Final = "Stripe-Signature"
@@ -44,7 +46,9 @@ class StripeWebhooks:
 
     Several secrets are accepted at once so one can be rolled without dropping deliveries:
     Stripe signs with both during the overlap, and any one matching is enough. With `livemode`
-    set, events from the other mode are verified but ignored.
+    set, events from the other mode are verified but ignored; so are events of a connected
+    account (a top-level `account`, which `stripe listen` forwards by default) unless `account`
+    names it as ours.
     """
 
     name: str = PROVIDER
@@ -55,6 +59,7 @@ class StripeWebhooks:
         *,
         tolerance_s: int = 300,
         livemode: bool | None = None,
+        account: str | None = None,
     ) -> None:
         if not signing_secrets:
             raise ValueError("at least one webhook signing secret is required")
@@ -63,6 +68,7 @@ class StripeWebhooks:
         self._secrets = tuple(signing_secrets)
         self._tolerance_s = tolerance_s
         self._livemode = livemode
+        self._account = account
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
         header = headers.get(SIGNATURE_HEADER)
@@ -84,11 +90,13 @@ class StripeWebhooks:
         normalised = normalise_event(event)
         if self._livemode is not None and normalised.livemode is not self._livemode:
             # A test-mode payment must never credit a live account, nor the other way round.
-            return replace(
-                normalised,
-                kind=EventKind.IGNORED,
-                note=f"livemode={normalised.livemode}; this service takes {self._livemode}",
+            return _ignored(
+                normalised, f"livemode={normalised.livemode}; this service takes {self._livemode}"
             )
+        account = event.get("account")
+        if account is not None and account != self._account:
+            # Another business's money: a Connect platform hears of its connected accounts.
+            return _ignored(normalised, f"event of connected account {str(account)[:60]}")
         return normalised
 
     def _verify(self, payload: str, header: str) -> None:
@@ -120,6 +128,10 @@ class StripeWebhooks:
         return "invalid Stripe-Signature header"
 
 
+def _ignored(event: ProviderEvent, note: str) -> ProviderEvent:
+    return replace(event, kind=EventKind.IGNORED, note=note, parts=())
+
+
 class StripeCheckouts:
     """Stripe's Checkout Sessions through the official SDK (async over aiohttp, retries on).
 
@@ -138,6 +150,7 @@ class StripeCheckouts:
             http_client=self._http,
             base_addresses={"api": api_base} if api_base else None,
             max_network_retries=MAX_NETWORK_RETRIES,
+            stripe_version=API_VERSION,
         )
 
     async def close(self) -> None:
@@ -187,13 +200,14 @@ class StripeCheckouts:
         sessions = await self._list(
             self._client.v1.checkout.sessions.list_async, {"created": created, "status": "complete"}
         )
-        refunds = await self._list(
-            self._client.v1.events.list_async, {"created": created, "type": "charge.refunded"}
+        reversal_events = await self._list(
+            self._client.v1.events.list_async,
+            {"created": created, "types": [*REFUND_EVENT_TYPES, *DISPUTE_EVENT_TYPES]},
         )
         paid = [session_event(session, source="reconcile") for session in sessions]
         return [
             *(e for e in paid if e is not None and e.kind in (EventKind.PAID, EventKind.IGNORED)),
-            *reversed([_as_event(event) for event in refunds]),  # oldest refund first
+            *reversed([_as_event(event) for event in reversal_events]),  # oldest first
         ]
 
     async def _list(self, list_async: Any, query: dict[str, Any]) -> list[dict[str, Any]]:
@@ -320,6 +334,14 @@ def normalise_event(event: Any) -> ProviderEvent:
     Raises InvalidPayload when the event lacks what its type promises (Stripe never sends such
     a thing; a signed one means a bug or a leaked secret, and must not be credited).
     """
+    if isinstance(event, dict) and event.get("object") == "v2.core.event":
+        return ProviderEvent(
+            provider=PROVIDER,
+            kind=EventKind.IGNORED,
+            event_id=_text(event.get("id")) or "v2.core.event",
+            raw_type=_text(event.get("type")) or "v2.core.event",
+            note="a thin (v2) event: this service reads snapshot events only",
+        )
     if not isinstance(event, dict) or event.get("object") != "event":
         raise InvalidPayload("signed body is not a Stripe event object")
     event_id, event_type = _text(event.get("id")), _text(event.get("type"))
@@ -347,7 +369,11 @@ def normalise_event(event: Any) -> ProviderEvent:
     if event_type in _CHECKOUT_KINDS:
         return _checkout_event(base, _CHECKOUT_KINDS[event_type], obj)
     if event_type == "charge.refunded":
-        return _refund_event(base, obj)
+        return _charge_refunded(base, obj)
+    if event_type in REFUND_EVENT_TYPES:
+        return _refund_report(base, obj)
+    if event_type in DISPUTE_EVENT_TYPES:
+        return _dispute_report(base, obj)
     return ProviderEvent(**base, kind=EventKind.IGNORED, note="event type not handled")
 
 
@@ -361,9 +387,10 @@ def _checkout_event(
     if kind is EventKind.PAID and not (amount and currency):
         raise InvalidPayload(f"{base['raw_type']} without a valid amount_total and currency")
     metadata = session.get("metadata")
-    sid = _text(session.get("client_reference_id")) or (
-        _text(metadata.get("sid")) if isinstance(metadata, dict) else None
-    )
+    reference = _text(session.get("client_reference_id"))
+    metadata_sid = _text(metadata.get("sid")) if isinstance(metadata, dict) else None
+    sid = reference or metadata_sid
+    disagreeing = metadata_sid if reference and metadata_sid not in (None, reference) else None
     # Credits are keyed on the payment (PaymentIntent); a paid session always has one, but if
     # a provider ever omits it the session id is as unique (one payment per session).
     payment = _id_of(session.get("payment_intent")) or checkout_id
@@ -375,20 +402,94 @@ def _checkout_event(
         amount=amount,
         currency=currency.lower() if currency else None,
         sid=sid,
+        conflicting_sid=disagreeing,
     )
 
 
-def _refund_event(base: dict[str, Any], charge: dict[str, Any]) -> ProviderEvent:
+def _charge_refunded(base: dict[str, Any], charge: dict[str, Any]) -> ProviderEvent:
+    """A charge's running total refunded, with the refunds it lists (older API versions do)."""
     payment = _id_of(charge.get("payment_intent")) or _id_of(charge.get("id"))
     refunded, currency = _amount(charge.get("amount_refunded")), _text(charge.get("currency"))
     if not payment or refunded is None or not currency:
         raise InvalidPayload("charge.refunded without payment, amount_refunded or currency")
+    listed = charge.get("refunds")
+    refunds = listed.get("data") if isinstance(listed, dict) else None
+    parts = tuple(
+        _refund_report(base, refund, payment=payment)
+        for refund in (refunds if isinstance(refunds, list) else ())
+    )
     return ProviderEvent(
         **base,
         kind=EventKind.REFUNDED,
         external_ref=payment,
         amount=refunded,
         currency=currency.lower(),
+        status=_text(charge.get("status")),
+        parts=tuple(part for part in parts if part.kind in REVERSAL_KINDS),
+    )
+
+
+# A refund counts (takes money back) while pending or done; failed or canceled it never will.
+_REFUND_KINDS: Final[dict[str, EventKind]] = {
+    "pending": EventKind.REFUNDED,
+    "requires_action": EventKind.REFUNDED,
+    "succeeded": EventKind.REFUNDED,
+    "failed": EventKind.REFUND_FAILED,
+    "canceled": EventKind.REFUND_FAILED,
+}
+# A dispute holds the money from the moment it opens (inquiries too: credits must not be spent
+# while the payment is contested) until it closes in our favour; lost, it keeps it for good.
+_DISPUTE_KINDS: Final[dict[str, EventKind]] = {
+    "warning_needs_response": EventKind.DISPUTED,
+    "warning_under_review": EventKind.DISPUTED,
+    "needs_response": EventKind.DISPUTED,
+    "under_review": EventKind.DISPUTED,
+    "lost": EventKind.DISPUTED,
+    "won": EventKind.DISPUTE_WON,
+    "warning_closed": EventKind.DISPUTE_WON,
+    "prevented": EventKind.DISPUTE_WON,
+}
+
+
+def _refund_report(
+    base: dict[str, Any], refund: Any, *, payment: str | None = None
+) -> ProviderEvent:
+    return _reversal(base, refund, "refund", _REFUND_KINDS, payment=payment)
+
+
+def _dispute_report(base: dict[str, Any], dispute: dict[str, Any]) -> ProviderEvent:
+    return _reversal(base, dispute, "dispute", _DISPUTE_KINDS)
+
+
+def _reversal(
+    base: dict[str, Any],
+    obj: Any,
+    name: str,
+    kinds: Mapping[str, EventKind],
+    *,
+    payment: str | None = None,
+) -> ProviderEvent:
+    """One refund or dispute object, as what it does to the payment it belongs to."""
+    if not isinstance(obj, dict):
+        raise InvalidPayload(f"{base['raw_type']}: a {name} that is not an object")
+    reversal_id = _text(obj.get("id"))
+    payment = payment or _id_of(obj.get("payment_intent")) or _id_of(obj.get("charge"))
+    amount, currency = _amount(obj.get("amount")), _text(obj.get("currency"))
+    if reversal_id is None or payment is None or amount is None or currency is None:
+        raise InvalidPayload(
+            f"{base['raw_type']}: a {name} without id, payment, amount or currency"
+        )
+    status = obj.get("status")
+    kind = kinds.get(status) if isinstance(status, str) else None
+    return ProviderEvent(
+        **base,
+        kind=kind or EventKind.UNKNOWN,
+        external_ref=payment,
+        amount=amount,
+        currency=currency.lower(),
+        reversal_id=reversal_id,
+        status=status[:40] if kind else None,
+        note="" if kind else f"{name} {reversal_id} has unknown status {str(status)[:40]!r}",
     )
 
 

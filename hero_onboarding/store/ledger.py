@@ -16,7 +16,10 @@ import apsw
 
 class EntryKind(StrEnum):
     PURCHASE = "purchase"
-    REFUND = "refund"
+    REFUND = "refund"  # money refunded (negative)
+    REFUND_REVERSAL = "refund_reversal"  # a refund taken back failed: credits given back
+    DISPUTE = "dispute"  # money held by a dispute (negative)
+    DISPUTE_REVERSAL = "dispute_reversal"  # a dispute won: credits given back
     ADJUSTMENT = "adjustment"
 
 
@@ -128,24 +131,26 @@ def count(conn: apsw.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM payment_events").get
 
 
-def refund_ref(payment_ref: str, refunded_total: int) -> str:
-    """The external_ref of the refund step that brings a payment's refunds to `refunded_total`.
+def reversal_ref(payment_ref: str, kind: EntryKind, cause: str) -> str:
+    """The external_ref of a refund or dispute entry (or its reversal) on a payment.
 
-    Providers report refunds as a running total per payment, possibly out of order and more than
-    once; one entry per distinct total makes each step unique and replays harmless.
+    `cause` names what moved it (a refund or dispute id, a running total, the purchase); the
+    payment's id comes first, so every entry of one payment sorts together (`moved_so_far`).
     """
-    return f"{payment_ref}:refund:{refunded_total}"
+    return f"{payment_ref}:{kind.value}:{cause}"
 
 
-def refunded_so_far(conn: apsw.Connection, provider: str, payment_ref: str) -> int:
-    """Sum of refunds recorded against a payment, as a positive number."""
-    # Every refund_ref of this payment sorts in [ "<ref>:refund:", "<ref>:refund;" ), since ';'
-    # follows ':'; a range keeps the lookup on the UNIQUE index.
-    low, high = f"{payment_ref}:refund:", f"{payment_ref}:refund;"
-    return -conn.execute(
-        "SELECT COALESCE(SUM(amount), 0) FROM payment_events"
-        " WHERE provider = ? AND kind = 'refund' AND external_ref >= ? AND external_ref < ?",
-        (provider, low, high),
+def moved_so_far(
+    conn: apsw.Connection, provider: str, payment_ref: str, kinds: tuple[EntryKind, ...]
+) -> int:
+    """Sum of the entries of `kinds` recorded against a payment (signed)."""
+    # Every such entry's external_ref sorts in [ "<ref>:", "<ref>;" ), since ';' follows ':'
+    # (a payment id holds no ':'); a range keeps the lookup on the UNIQUE index.
+    low, high = f"{payment_ref}:", f"{payment_ref};"
+    return conn.execute(
+        "SELECT COALESCE(SUM(amount), 0) FROM payment_events WHERE provider = ?"
+        f" AND kind IN ({', '.join('?' * len(kinds))}) AND external_ref >= ? AND external_ref < ?",
+        (provider, *(kind.value for kind in kinds), low, high),
     ).get
 
 

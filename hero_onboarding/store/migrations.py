@@ -196,7 +196,77 @@ CREATE INDEX users_by_joining ON users (created_at, sid);
 """
 )
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
+# Refunds, refund failures and disputes (issue 13). The ledger learns four kinds of its own
+# (its CHECK is rebuilt: SQLite cannot alter one, so the table is copied, triggers last, so
+# the copy moves no balance). payment_reversals keeps every refund and dispute reported, so one
+# that arrives before its purchase is applied when the purchase is credited, and each one is
+# taken into account once. Refunds recorded before this migration, as running totals, become
+# one refund_total row per payment, so nothing already taken is taken or given back again.
+_V4: Final = """
+CREATE TABLE payment_events_v4 (
+    id           INTEGER PRIMARY KEY,
+    sid          TEXT NOT NULL REFERENCES users(sid),
+    provider     TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    external_ref TEXT NOT NULL,
+    amount       INTEGER NOT NULL,
+    currency     TEXT NOT NULL,
+    event_id     TEXT,
+    checkout_id  TEXT,
+    created_at   INTEGER NOT NULL,
+    UNIQUE (provider, kind, external_ref),
+    CHECK (typeof(amount) = 'integer' AND amount BETWEEN -1000000000000 AND 1000000000000),
+    CHECK ((kind = 'purchase' AND amount > 0)
+        OR (kind IN ('refund', 'dispute') AND amount < 0)
+        OR (kind IN ('refund_reversal', 'dispute_reversal') AND amount > 0)
+        OR (kind = 'adjustment' AND amount <> 0))
+);
+INSERT INTO payment_events_v4 SELECT id, sid, provider, kind, external_ref, amount, currency,
+    event_id, checkout_id, created_at FROM payment_events;
+DROP TABLE payment_events;
+ALTER TABLE payment_events_v4 RENAME TO payment_events;
+CREATE UNIQUE INDEX payment_events_one_purchase_per_checkout
+    ON payment_events (provider, checkout_id) WHERE kind = 'purchase' AND checkout_id IS NOT NULL;
+CREATE INDEX payment_events_by_sid ON payment_events (sid, created_at);
+CREATE TRIGGER payment_events_move_balance AFTER INSERT ON payment_events BEGIN
+    SELECT RAISE(ABORT, 'no balance in that currency for this sid')
+     WHERE NOT EXISTS (SELECT 1 FROM billing WHERE sid = NEW.sid AND currency = NEW.currency);
+    UPDATE billing SET credit_balance = credit_balance + NEW.amount, updated_at = NEW.created_at
+     WHERE sid = NEW.sid;
+END;
+CREATE TRIGGER payment_events_no_update BEFORE UPDATE ON payment_events
+    BEGIN SELECT RAISE(ABORT, 'payment_events is append-only'); END;
+CREATE TRIGGER payment_events_no_delete BEFORE DELETE ON payment_events
+    BEGIN SELECT RAISE(ABORT, 'payment_events is append-only'); END;
+
+CREATE TABLE payment_reversals (
+    provider    TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('refund', 'refund_total', 'dispute')),
+    ref         TEXT NOT NULL,                 -- the refund or dispute; refund_total: payment_ref
+    payment_ref TEXT NOT NULL,                 -- the payment (purchase external_ref) it reverses
+    amount      INTEGER NOT NULL
+                CHECK (typeof(amount) = 'integer' AND amount BETWEEN 0 AND 1000000000000),
+    currency    TEXT NOT NULL,
+    active      INTEGER NOT NULL CHECK (active IN (0, 1)),  -- 1: it takes the money back
+    status      TEXT NOT NULL,                 -- the provider's own word for its state
+    event_id    TEXT NOT NULL,                 -- the report that last changed it
+    first_seen  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (provider, kind, ref)
+);
+CREATE INDEX payment_reversals_by_payment ON payment_reversals (provider, payment_ref);
+CREATE INDEX payment_reversals_open_disputes ON payment_reversals (first_seen)
+    WHERE kind = 'dispute' AND active = 1;
+INSERT INTO payment_reversals (provider, kind, ref, payment_ref, amount, currency, active, status,
+                               event_id, first_seen, updated_at)
+SELECT provider, 'refund_total', payment, payment, -SUM(amount), MIN(currency), 1, 'succeeded',
+       'migration 4', MIN(created_at), MAX(created_at)
+  FROM (SELECT *, substr(external_ref, 1, instr(external_ref, ':refund:') - 1) AS payment
+          FROM payment_events WHERE kind = 'refund')
+ GROUP BY provider, payment;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
