@@ -77,17 +77,11 @@ async def user(store: Store) -> User:
     return await register(store, "4a1:2b3c:4d5e:6f70:8192:a3b4:c5d6:e7f8")
 
 
-async def open_checkout(
-    store: Store,
-    sid: str,
-    checkout_id: str,
-    amount: int,
-    *,
-    currency: str = "usd",
-    provider: str = "stripe",
+def checkout(
+    sid: str, checkout_id: str, amount: int, *, currency: str = "usd", provider: str = "stripe"
 ) -> CheckoutSession:
     """A checkout as the service records it when it opens one: only these get credited."""
-    checkout = CheckoutSession(
+    return CheckoutSession(
         id=checkout_id,
         sid=sid,
         provider=provider,
@@ -97,8 +91,20 @@ async def open_checkout(
         url="https://checkout.example/" + checkout_id,
         created_at=int(time.time()),
     )
-    await store.write(partial(checkouts.insert, checkout=checkout))
-    return checkout
+
+
+async def open_checkout(
+    store: Store,
+    sid: str,
+    checkout_id: str,
+    amount: int,
+    *,
+    currency: str = "usd",
+    provider: str = "stripe",
+) -> CheckoutSession:
+    opened = checkout(sid, checkout_id, amount, currency=currency, provider=provider)
+    await store.write(partial(checkouts.insert, checkout=opened))
+    return opened
 
 
 async def balance_of(store: Store, sid: str) -> int:

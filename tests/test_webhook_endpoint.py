@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from hero_onboarding.config import Secret
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.store import Store, checkouts, deliveries
-from hero_onboarding.store.checkouts import CheckoutSession, CheckoutStatus
+from hero_onboarding.store.checkouts import CheckoutStatus
 from hero_onboarding.store.users import User
 from tests.conftest import OTHER_SECRET, SIGNING_SECRET, balance_of, build_app, open_checkout
 from tests.stripe_events import (
