@@ -20,7 +20,7 @@ from hero_onboarding.rpc.registry import Registry
 from hero_onboarding.rpc.server import bind_unix_socket
 from hero_onboarding.store import Store
 from tests.admin_kit import AdminHandle, running_admin, running_rpc, short_socket_dir
-from tests.conftest import balance_of, register, sandbox_config, start_sandbox
+from tests.conftest import balance_of, open_checkout, register, sandbox_config, start_sandbox
 from tests.sandbox_kit import API_KEY, Harness
 
 ADDRESS = "4a1:2b3c:4d5e:6f70:8192:a3b4:c5d6:e7f8"
@@ -155,7 +155,7 @@ async def test_openrpc_document_is_valid_and_lists_exactly_what_answers(
     assert parsed.openrpc.startswith("1.")
     listed = sorted(m["name"] for m in document["methods"])
     assert listed == sorted([
-        "billing_adjust", "billing_get", "checkout_list", "delivery_list", "info",
+        "billing_adjust", "billing_get", "checkout_list", "delivery_list", "dispute_list", "info",
         "ledger_verify", "payment_list", "reconcile", "rpc.discover", "user_get", "user_list",
     ])  # fmt: skip
     for name in listed:  # every listed method answers (never "method not found")
@@ -364,6 +364,7 @@ async def test_reconcile_credits_a_paid_session_whose_webhook_never_came_once(
         session = await sandbox.new_session(
             client_reference_id=user.sid, metadata={"sid": user.sid}
         )
+        await open_checkout(store, user.sid, session.id, 1000)
         assert (await sandbox.pay(session.url)).status == 303
         unpaid = await sandbox.new_session(client_reference_id=user.sid)  # open: not to credit
         async with running_admin(admin_settings, store, reconciler=reconciler) as admin:
@@ -464,6 +465,7 @@ async def test_reconcile_applies_a_refund_whose_webhook_came_too_early(
     reconciler = StripeCheckouts(Secret(API_KEY), api_base=sandbox.url)
     try:
         session = await sandbox.new_session(client_reference_id=user.sid)
+        await open_checkout(store, user.sid, session.id, 1000)
         await sandbox.pay(session.url)
         paid = await sandbox.sdk.v1.checkout.sessions.retrieve_async(session.id)
         await sandbox.sdk.v1.refunds.create_async(

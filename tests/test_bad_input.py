@@ -29,13 +29,22 @@ from hero_onboarding.admin.methods import AdminContext, build_registry
 from hero_onboarding.admin.server import SERVICE
 from hero_onboarding.config import Secret, load_settings
 from hero_onboarding.mycelium.messages import SandboxOutbox
+from hero_onboarding.payments.stripe_api import DISPUTE_EVENT_TYPES, REFUND_EVENT_TYPES
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.rpc.server import create_rpc_app
-from hero_onboarding.store import Store, ledger
-from tests.conftest import SIGNING_SECRET, build_app
+from hero_onboarding.store import Store, checkouts, ledger
+from tests.conftest import SIGNING_SECRET, build_app, checkout
 from tests.processes import free_port
 from tests.shop_kit import ADDRESS, CODE
-from tests.stripe_events import body_of, checkout_event, new_id, sign
+from tests.stripe_events import (
+    body_of,
+    charge_refunded,
+    checkout_event,
+    dispute_event,
+    new_id,
+    refund_event,
+    sign,
+)
 
 EXAMPLES = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -155,6 +164,25 @@ def ledger_rows(live: Live) -> list[tuple[str, str, int, str]]:
         conn.close()
 
 
+def open_checkout_for(live: Live, session_id: str, amount: int) -> None:
+    """The row the service writes when it opens a checkout (only those are ever credited)."""
+    conn = apsw.Connection(str(live.db_path))
+    try:
+        conn.set_busy_timeout(5000)
+        checkouts.insert(conn, checkout(live.sid, session_id, amount))
+    finally:
+        conn.close()
+
+
+def deliver_signed(live: Live, event: dict[str, Any]) -> tuple[int, str]:
+    body = body_of(event)
+    headers = {"Stripe-Signature": sign(body, SIGNING_SECRET), "Content-Type": "application/json"}
+    status, answer, _ = request(
+        live.opener, live.public + "/webhooks/stripe", body.encode(), headers
+    )
+    return status, answer
+
+
 def no_credit(live: Live) -> None:
     """Nothing credited beyond what well-formed signed payments were entitled to."""
     assert len(ledger_rows(live)) == live.credits
@@ -196,18 +224,15 @@ def test_signed_but_mangled_events_credit_only_what_a_paid_session_says(
     event = checkout_event(
         "checkout.session.completed", sid=live.sid, amount=amount, payment_intent=new_id("pi")
     )
+    open_checkout_for(live, event["data"]["object"]["id"], amount)
     path = data.draw(st.sampled_from([(), ("data",), ("data", "object")]))
     target: Any = event
     for key in path:
         target = target[key]
     key = data.draw(st.sampled_from(sorted(target)))
     target[key] = data.draw(JSON)
-    body = body_of(event)
-    headers = {"Stripe-Signature": sign(body, SIGNING_SECRET), "Content-Type": "application/json"}
     before = ledger_rows(live)
-    status, answer, _ = request(
-        live.opener, live.public + "/webhooks/stripe", body.encode(), headers
-    )
+    status, answer = deliver_signed(live, event)
     assert status in (200, 400), (status, answer)
     assert_answered_well(status, answer)
     new_rows = ledger_rows(live)[len(before) :]
@@ -218,7 +243,56 @@ def test_signed_but_mangled_events_credit_only_what_a_paid_session_says(
         assert session["payment_status"] == "paid"
         [(_, sid, credited, currency)] = new_rows
         assert (sid, credited, currency) == (live.sid, session["amount_total"], "usd")
+        assert credited == amount  # what the checkout was opened for, nothing else
         live.credits += 1
+
+
+STATUS_WORDS = ("succeeded", "pending", "failed", "canceled", "needs_response", "lost", "won",
+                "warning_closed")  # fmt: skip
+
+
+def _reversal_event(kind: str, pi: str, amount: int, status: str) -> dict[str, Any]:
+    if kind == "charge.refunded":
+        return charge_refunded(payment_intent=pi, amount=1000, amount_refunded=amount)
+    if kind.startswith("charge.dispute."):
+        return dispute_event(kind, payment_intent=pi, amount=amount, status=status)
+    return refund_event(kind, payment_intent=pi, amount=amount, status=status)
+
+
+@EXAMPLES
+@given(data=st.data())
+def test_signed_but_mangled_refunds_and_disputes_take_at_most_what_was_paid(
+    live: Live, data: st.DataObject
+) -> None:
+    """A paid purchase of ours, then a refund or dispute event about it with one field
+    replaced by random JSON: 200 or 400, never 5xx, and whatever it moves stays on that
+    purchase's user and within what the purchase credited."""
+    paid = 1000
+    purchase = checkout_event(
+        "checkout.session.completed", sid=live.sid, amount=paid, payment_intent=new_id("pi")
+    )
+    session_id, pi = purchase["data"]["object"]["id"], purchase["data"]["object"]["payment_intent"]
+    open_checkout_for(live, session_id, paid)
+    assert deliver_signed(live, purchase)[0] == 200
+    live.credits += 1
+
+    kind = data.draw(st.sampled_from([*REFUND_EVENT_TYPES, *DISPUTE_EVENT_TYPES]))
+    status_word = data.draw(st.sampled_from(STATUS_WORDS))
+    event = _reversal_event(kind, pi, data.draw(st.integers(1, paid)), status_word)
+    path = data.draw(st.sampled_from([(), ("data",), ("data", "object")]))
+    target: Any = event
+    for key in path:
+        target = target[key]
+    target[data.draw(st.sampled_from(sorted(target)))] = data.draw(JSON)
+    before = ledger_rows(live)
+    status, answer = deliver_signed(live, event)
+    assert status in (200, 400), (status, answer)
+    assert_answered_well(status, answer)
+    new_rows = ledger_rows(live)[len(before) :]
+    assert all(sid == live.sid and ref.startswith(f"{pi}:") for ref, sid, _, _ in new_rows)
+    held_back = -sum(amount for _, _, amount, _ in new_rows)
+    assert 0 <= held_back <= paid, new_rows
+    live.credits += len(new_rows)
 
 
 # --- pages ---
@@ -263,7 +337,8 @@ def test_random_payment_params_get_pages_not_errors(
 
 METHODS = st.sampled_from(
     ["info", "user_get", "user_list", "billing_get", "payment_list", "checkout_list",
-     "delivery_list", "billing_adjust", "ledger_verify", "reconcile", "rpc.discover"]
+     "delivery_list", "dispute_list", "billing_adjust", "ledger_verify", "reconcile",
+     "rpc.discover"]
 ) | st.text(max_size=30)  # fmt: skip
 
 

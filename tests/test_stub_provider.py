@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from hero_onboarding.billing import fulfil
 from hero_onboarding.config import load_settings
 from hero_onboarding.mycelium.messages import SandboxOutbox
-from hero_onboarding.payments.base import CheckoutRequest, EventKind, ProviderError
+from hero_onboarding.payments.base import CheckoutRequest, EventKind, ProviderError, ProviderEvent
 from hero_onboarding.payments.stub import StubCheckouts
-from hero_onboarding.store import Store
+from hero_onboarding.store import Store, ledger
+from hero_onboarding.store.ledger import EntryKind, LedgerEntry
 from tests.conftest import balance_of, build_app
 from tests.login_kit import Browser
 from tests.sandbox_kit import FakeClock
@@ -107,3 +111,44 @@ async def test_the_stub_reports_paid_expired_and_nothing_yet() -> None:
     assert stub.find(waiting.id) is None
     await stub.create_checkout(request(idempotency_key="key-3"))  # forgets the expired ones
     assert await stub.retrieve_checkout(waiting.id) is None
+
+
+async def test_a_dispute_of_spent_credits_shows_a_negative_balance_and_why(
+    tmp_path: Path, store: Store, webhooks, aiohttp_client
+) -> None:
+    settings = load_settings(
+        {"HOME": str(tmp_path)},
+        {"data_dir": str(tmp_path / "data"), "provider": "stub", "mode": "sandbox"},
+    )
+    outbox = SandboxOutbox()
+    buyer = Browser(await aiohttp_client(build_app(settings, store, webhooks, messenger=outbox)))
+    await log_in(buyer, outbox)
+    started = await buyer.post("/payment/intent?amount=1000", {})
+    assert started.location is not None
+    path = started.location.removeprefix(settings.public_url)
+    await buyer.post(path, {})  # paid on the stub's page
+    async with buyer.client.get("/account") as response:
+        sid = (await response.json())["sid"]
+    spent = LedgerEntry(sid, "admin", EntryKind.ADJUSTMENT, "spent", -700, "usd")
+    await store.write(partial(ledger.append, entry=spent, now=int(time.time())))
+    [purchase] = await store.read(
+        partial(ledger.page, sid=sid, kind=EntryKind.PURCHASE, limit=1, offset=0)
+    )
+    dispute = ProviderEvent(
+        provider="stub",
+        kind=EventKind.DISPUTED,
+        event_id="evt_dispute",
+        raw_type="dispute",
+        external_ref=purchase.entry.external_ref,
+        amount=1000,
+        currency="usd",
+        reversal_id="dp_1",
+        status="needs_response",
+    )
+    assert (await fulfil(store, dispute)).amount == -1000
+
+    home = (await buyer.get("/")).html
+    assert 'data-testid="balance">-7.00 USD<' in home
+    assert 'data-testid="owing"' in home
+    assert "<td>Payment disputed</td>" in home
+    assert "<td>Purchase</td>" in home

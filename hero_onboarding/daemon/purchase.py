@@ -25,7 +25,7 @@ from ..payments.base import CheckoutRequest, EventKind, ProviderError, ProviderE
 from ..store import balances, checkouts, ledger
 from ..store.balances import Balance
 from ..store.checkouts import CheckoutSession, CheckoutStatus
-from ..store.ledger import RecordedEntry
+from ..store.ledger import EntryKind, RecordedEntry
 from ..store.web_sessions import WebSession
 from . import form_nonce
 from .guards import authenticated, current_user
@@ -73,6 +73,8 @@ async def dashboard(
         "home.html",
         status,
         balance=format_amount(balance.credit_balance, balance.currency) if balance else "unknown",
+        owing=balance is not None and balance.credit_balance < 0,
+        entry_labels=ENTRY_LABELS,
         can_buy=_sells_for(balance, sold),
         not_sold=NOT_SOLD,
         presets=[
@@ -90,6 +92,17 @@ async def dashboard(
         error=error,
         typed_amount=typed_amount,
     )
+
+
+# What each ledger kind means to the buyer reading their history.
+ENTRY_LABELS: Final = {
+    EntryKind.PURCHASE: "Purchase",
+    EntryKind.REFUND: "Refund",
+    EntryKind.REFUND_REVERSAL: "Refund failed: credits back",
+    EntryKind.DISPUTE: "Payment disputed",
+    EntryKind.DISPUTE_REVERSAL: "Dispute closed in your favour: credits back",
+    EntryKind.ADJUSTMENT: "Adjustment",
+}
 
 
 def _sells_for(balance: Balance | None, currency: str) -> bool:
