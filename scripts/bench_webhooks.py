@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +35,9 @@ import psutil  # noqa: E402
 from loadgen import LoadResult, build_post, run_load  # noqa: E402
 
 from hero_onboarding.store import Store, users  # noqa: E402
+from hero_onboarding.store.checkouts import CheckoutSession  # noqa: E402
 from tests.processes import CLI, free_port, http_status  # noqa: E402
+from tests.seeding import checkout, insert_checkouts  # noqa: E402
 from tests.stripe_events import body_of, checkout_event, new_id, sign  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402
 
@@ -61,23 +64,40 @@ def seed_users(db_path: Path, count: int) -> list[str]:
     return asyncio.run(go())
 
 
+def seed_checkouts(db_path: Path, opened: list[CheckoutSession]) -> None:
+    """The checkouts the deliveries pay, as the service records them when it opens one."""
+
+    async def go() -> None:
+        store = await Store.open(db_path)
+        try:
+            await store.write(partial(insert_checkouts, opened=opened))
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
 def make_events(
     sids: list[str], count: int, duplicate_share: float, rng: random.Random
-) -> tuple[list[tuple[str, str]], dict[str, tuple[str, int]]]:
-    """Signed (body, header) pairs, and the unique payments they carry: pi -> (sid, amount)."""
+) -> tuple[list[tuple[str, str]], dict[str, tuple[str, int]], list[CheckoutSession]]:
+    """Signed (body, header) pairs, the unique payments they carry (pi -> (sid, amount)), and
+    the checkouts those payments are for."""
     deliveries: list[tuple[str, str]] = []
     payments: dict[str, tuple[str, int]] = {}
+    opened: list[CheckoutSession] = []
     for _ in range(count):
         if deliveries and rng.random() < duplicate_share:
             deliveries.append(rng.choice(deliveries))  # Stripe re-delivering the same event
             continue
         sid, amount, pi = rng.choice(sids), rng.randrange(500, 100_000), new_id("pi")
-        body = body_of(
-            checkout_event("checkout.session.completed", sid=sid, amount=amount, payment_intent=pi)
+        evt = checkout_event(
+            "checkout.session.completed", sid=sid, amount=amount, payment_intent=pi
         )
+        body = body_of(evt)
         deliveries.append((body, sign(body, SECRET)))
         payments[pi] = (sid, amount)
-    return deliveries, payments
+        opened.append(checkout(sid, evt["data"]["object"]["id"], amount))
+    return deliveries, payments, opened
 
 
 def client_process(port: int, requests: list[bytes], concurrency: int) -> LoadResult:
@@ -184,7 +204,8 @@ def main() -> None:
         data_dir = Path(tmp) / "data"
         sids = seed_users(data_dir / "onboarding.db", args.users)
         rounds = [make_events(sids, args.events, args.duplicates, rng) for _ in range(args.rounds)]
-        payments = {pi: paid for _, round_payments in rounds for pi, paid in round_payments.items()}
+        payments = {pi: paid for _, paid_now, _ in rounds for pi, paid in paid_now.items()}
+        seed_checkouts(data_dir / "onboarding.db", [c for *_, opened in rounds for c in opened])
         print(
             f"{args.rounds} rounds x {args.events} deliveries (~{1 - args.duplicates:.0%} new "
             f"payments, the rest re-deliveries), concurrency {args.concurrency}, "
@@ -223,7 +244,7 @@ def main() -> None:
         webhook_cpu: list[float] = []
         trivial_cpu: list[float] = []
         try:
-            for number, (deliveries, _) in enumerate(rounds, start=1):
+            for number, (deliveries, _, _) in enumerate(rounds, start=1):
                 result, cpu = load_from_another_process(
                     server, port, signed_requests(deliveries, port), args.concurrency
                 )

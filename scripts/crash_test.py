@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,7 @@ import psutil  # noqa: E402
 
 from hero_onboarding.store import Store, ledger, users  # noqa: E402
 from tests.processes import free_port, run_cli  # noqa: E402
+from tests.seeding import checkout, insert_checkouts  # noqa: E402
 from tests.stripe_events import body_of, checkout_event, new_id, sign  # noqa: E402
 
 SECRET = "whsec_crash_" + "c3" * 16
@@ -78,26 +80,45 @@ async def deliver(
     return False
 
 
+@dataclass(frozen=True)
+class Opened:
+    """A payment the clients may make: its checkout is recorded as the service would."""
+
+    sid: str
+    amount: int
+    payment: str
+    session_id: str
+
+
 async def client(
-    url: str, sids: list[str], events: int, tally: Tally, deadline: float, kills_done: asyncio.Event
+    url: str,
+    pool: list[Opened],
+    events: int,
+    tally: Tally,
+    deadline: float,
+    kills_done: asyncio.Event,
 ) -> None:
-    """At least `events` payments, and on until every kill has happened."""
+    """At least `events` payments, and on until every kill has happened (or the pool is spent)."""
     timeout = aiohttp.ClientTimeout(total=10)
     sent = 0
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        while (sent < events or not kills_done.is_set()) and time.monotonic() < deadline:
+        while (sent < events or not kills_done.is_set()) and time.monotonic() < deadline and pool:
+            opened = pool.pop()
             sent += 1
             tally.sent += 1
-            sid, amount, payment = random.choice(sids), random.randint(500, 5000), new_id("pi")
             body = body_of(
                 checkout_event(
-                    "checkout.session.completed", sid=sid, amount=amount, payment_intent=payment
+                    "checkout.session.completed",
+                    sid=opened.sid,
+                    amount=opened.amount,
+                    payment_intent=opened.payment,
+                    session_id=opened.session_id,
                 )
             )
             copies = 2 if random.random() < 0.2 else 1  # Stripe re-delivers now and then
             for _ in range(copies):
                 if await deliver(http, url, body, tally, deadline):
-                    tally.acknowledged[payment] = (sid, amount)
+                    tally.acknowledged[opened.payment] = (opened.sid, opened.amount)
 
 
 def server_pid(env: dict[str, str]) -> int | None:
@@ -122,7 +143,8 @@ async def killer(env: dict[str, str], kills: int, every_s: float, done: asyncio.
     return killed
 
 
-async def seed(db_path: Path) -> list[str]:
+async def seed(db_path: Path, payments: int) -> list[Opened]:
+    """USERS users, and `payments` checkouts opened for them (what the clients will pay)."""
     store = await Store.open(db_path)
     try:
         sids = []
@@ -134,7 +156,13 @@ async def seed(db_path: Path) -> list[str]:
                 )
             )
             sids.append(user.sid)
-        return sids
+        pool = [
+            Opened(random.choice(sids), random.randint(500, 5000), new_id("pi"), new_id("cs_test"))
+            for _ in range(payments)
+        ]
+        opened = [checkout(o.sid, o.session_id, o.amount) for o in pool]
+        await store.write(partial(insert_checkouts, opened=opened))
+        return pool
     finally:
         await store.close()
 
@@ -187,7 +215,8 @@ async def run(args: argparse.Namespace) -> int:
         }
         data_dir = Path(home) / "hero" / "var" / "hero_onboarding"
         data_dir.mkdir(parents=True)
-        sids = await seed(data_dir / "onboarding.db")
+        # Enough for the clients to go on until every kill has happened.
+        pool = await seed(data_dir / "onboarding.db", args.clients * args.events * 4)
         started = run_cli("--start", "--backend", "builtin", env=env, timeout=120)
         if started.returncode != 0:
             print(f"FAIL: --start: {started.stderr}")
@@ -201,7 +230,7 @@ async def run(args: argparse.Namespace) -> int:
             killing.add_done_callback(lambda _: done.set())
             await asyncio.gather(
                 *(
-                    client(url, sids, args.events, tally, deadline, done)
+                    client(url, pool, args.events, tally, deadline, done)
                     for _ in range(args.clients)
                 )
             )

@@ -23,11 +23,12 @@ from hero_onboarding.payments.stub import StubCheckouts
 from hero_onboarding.sandbox.app import create_sandbox_app
 from hero_onboarding.sandbox.config import SandboxConfig, WebhookEndpoint
 from hero_onboarding.store import Store, balances, checkouts, ledger, users
-from hero_onboarding.store.checkouts import CheckoutSession, CheckoutStatus
+from hero_onboarding.store.checkouts import CheckoutSession
 from hero_onboarding.store.users import User
 from tests.login_kit import Browser
 from tests.processes import free_port
 from tests.sandbox_kit import API_KEY, FakeClock, Harness, Receiver, schema_check_hook
+from tests.seeding import checkout
 from tests.shop_kit import Relay, Shop, shop_settings, stripe_checkouts
 
 SIGNING_SECRET = "whsec_test_" + "a1" * 16
@@ -77,22 +78,6 @@ async def user(store: Store) -> User:
     return await register(store, "4a1:2b3c:4d5e:6f70:8192:a3b4:c5d6:e7f8")
 
 
-def checkout(
-    sid: str, checkout_id: str, amount: int, *, currency: str = "usd", provider: str = "stripe"
-) -> CheckoutSession:
-    """A checkout as the service records it when it opens one: only these get credited."""
-    return CheckoutSession(
-        id=checkout_id,
-        sid=sid,
-        provider=provider,
-        amount=amount,
-        currency=currency,
-        status=CheckoutStatus.OPEN,
-        url="https://checkout.example/" + checkout_id,
-        created_at=int(time.time()),
-    )
-
-
 async def open_checkout(
     store: Store,
     sid: str,
@@ -102,6 +87,7 @@ async def open_checkout(
     currency: str = "usd",
     provider: str = "stripe",
 ) -> CheckoutSession:
+    """A checkout as the service records it when it opens one: only these get credited."""
     opened = checkout(sid, checkout_id, amount, currency=currency, provider=provider)
     await store.write(partial(checkouts.insert, checkout=opened))
     return opened

@@ -33,8 +33,9 @@ from hero_onboarding.payments.stripe_api import DISPUTE_EVENT_TYPES, REFUND_EVEN
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.rpc.server import create_rpc_app
 from hero_onboarding.store import Store, checkouts, ledger
-from tests.conftest import SIGNING_SECRET, build_app, checkout
+from tests.conftest import SIGNING_SECRET, build_app
 from tests.processes import free_port
+from tests.seeding import checkout
 from tests.shop_kit import ADDRESS, CODE
 from tests.stripe_events import (
     body_of,

@@ -26,8 +26,9 @@ import pytest
 from hero_onboarding.billing import apply_event
 from hero_onboarding.payments.base import ProviderEvent
 from hero_onboarding.payments.stripe_provider import normalise_event, session_event
-from hero_onboarding.store import Store, checkouts, ledger
-from tests.conftest import balance_of, checkout, open_checkout
+from hero_onboarding.store import Store, ledger
+from tests.conftest import balance_of, open_checkout
+from tests.seeding import checkout, insert_checkouts
 from tests.stripe_events import (
     charge_refunded,
     checkout_event,
@@ -121,11 +122,8 @@ def many_payments(sid: str, ending: str, count: int) -> list[Payment]:
 async def open_checkouts(store: Store, sid: str, session_ids: list[str]) -> None:
     """Many checkouts as the service opens them, in one transaction (one fsync, not 5,040)."""
 
-    def insert_all(conn: apsw.Connection) -> None:
-        for session_id in session_ids:
-            checkouts.insert(conn, checkout(sid, session_id, PAID))
-
-    await store.write(insert_all)
+    opened = [checkout(sid, session_id, PAID) for session_id in session_ids]
+    await store.write(partial(insert_checkouts, opened=opened))
 
 
 def read(evt: dict[str, Any], via: str) -> ProviderEvent:
