@@ -330,3 +330,20 @@ async def test_every_page_of_the_list_is_read(
         assert listed == []
     finally:
         await harness.close()
+
+
+DOC = Path(__file__).parent.parent / "docs" / "stripe-test-mode.md"
+
+
+def test_the_docs_stripe_listen_line_names_exactly_the_handled_events() -> None:
+    """The doc's `stripe listen` line is what operators paste: it must track the constant."""
+    lines = [line for line in DOC.read_text().splitlines() if line.startswith("stripe listen ")]
+    assert lines, "docs/stripe-test-mode.md lost its stripe listen line"
+    for line in lines:
+        flags = line.split()
+        assert flags[flags.index("--events") + 1] == ",".join(HANDLED_EVENT_TYPES)
+        assert flags[flags.index("--events-from") + 1] == "@self"
+        assert flags[flags.index("--forward-to") + 1] == "localhost:8780/webhooks/stripe"
+    text = DOC.read_text()
+    assert f"API version {API_VERSION}, {len(HANDLED_EVENT_TYPES)} event types" in text
+    assert f"all but the {len(HANDLED_EVENT_TYPES)} above" in text
