@@ -277,6 +277,7 @@ def test_the_printed_secret_verifies_what_the_account_delivers(
         ((), "sk_live_" + "x" * 24, "http://shop.example", 2, "Stripe delivers live events only"),
         ((), "sk_test_" + "y" * 24, PUBLIC, 2, "refused STRIPE_SANDBOX_SECRET_KEY (HTTP 401"),
         (("--public-url", "ftp://x"), API_KEY, PUBLIC, 2, "must be an http:// or https:// URL"),
+        ((), API_KEY, PUBLIC + "/" + "p" * 5000, 1, "HTTP 400, code url_invalid, param url"),
     ],
 )
 def test_bad_input_is_one_line_and_an_exit_code(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -72,7 +72,7 @@ class Plan:
 
     action: Action
     existing: tuple[Endpoint, ...] = ()
-    changes: tuple[str, ...] = field(default=())
+    changes: tuple[str, ...] = ()
 
 
 def wanted_endpoint(settings: Settings) -> Wanted:
