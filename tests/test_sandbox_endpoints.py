@@ -64,6 +64,8 @@ async def test_create_retrieve_update_list_delete_as_stripe_does(bare: Harness) 
     assert created.api_version == API_VERSION
     assert created.enabled_events == list(HANDLED_EVENT_TYPES)
     assert created.metadata.to_dict() == {"owner": "ops", "tier": "gold"}
+    assert list(created.to_dict())[:2] == ["id", "object"]
+    assert list(created.to_dict())[-3:] == ["secret", "status", "url"]  # Stripe's order
 
     retrieved = await endpoints.retrieve_async(created.id)
     assert "secret" not in retrieved  # only the create answer shows it

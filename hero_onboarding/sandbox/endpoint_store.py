@@ -127,8 +127,13 @@ class EndpointStore:
 
 
 def with_secret(endpoint: Obj, secret: str) -> Obj:
-    """The create answer: the object with `secret`, in Stripe's (alphabetical) key order."""
-    return dict(sorted({**endpoint, "secret": secret}.items()))
+    """The create answer: the object with `secret` where Stripe puts it, before `status`."""
+    answer: Obj = {}
+    for key, value in endpoint.items():
+        if key == "status":
+            answer["secret"] = secret
+        answer[key] = value
+    return answer
 
 
 def delivery_targets(state: SandboxState) -> list[WebhookEndpoint]:
