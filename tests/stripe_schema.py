@@ -70,7 +70,10 @@ def check_object(obj: Any, where: str = "response") -> None:
     if kind in STUBBED:
         assert isinstance(obj.get("id"), str), f"{where}: {kind} without an id"
         return
-    assert kind in ("checkout.session", "payment_intent", "event"), f"{where}: object {kind!r}"
+    if obj.get("deleted") is True:  # Stripe's deleted_<kind> answer to a DELETE
+        kind = f"deleted_{kind}"
+    allowed = ("checkout.session", "payment_intent", "event", "webhook_endpoint")
+    assert kind in (*allowed, "deleted_webhook_endpoint"), f"{where}: object {kind!r}"
     _check_schema(obj, kind, where)
     invented = set(obj) - schema_properties(kind) - NEWER_KEYS.get(kind, set())
     assert not invented, f"{where}: keys Stripe does not document on {kind}: {sorted(invented)}"

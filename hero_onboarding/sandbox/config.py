@@ -17,11 +17,15 @@ class WebhookEndpoint:
     """A registered endpoint: Stripe's `url`, `enabled_events` and its `whsec_` secret(s).
 
     Several secrets model Stripe's roll window, when deliveries carry one v1 per secret.
+    Endpoints created through /v1/webhook_endpoints carry their `we_` id and the api_version
+    their events are rendered in (None: the account's default, the sandbox's version).
     """
 
     url: str
     secrets: tuple[Secret, ...]
     enabled_events: tuple[str, ...] = ("*",)
+    id: str | None = None
+    api_version: str | None = None
 
     def wants(self, event_type: str) -> bool:
         return any(

@@ -39,6 +39,9 @@ class SandboxState:
     settlements: dict[str, Obj] = field(default_factory=dict)
     # 3-D Secure challenges waiting on the buyer: attempt id -> {session, card, email, name}.
     challenges: dict[str, Obj] = field(default_factory=dict)
+    # Endpoints made through /v1/webhook_endpoints (as served), and their signing secrets.
+    webhook_endpoints: dict[str, Obj] = field(default_factory=dict)
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT_VERSION, **asdict(self)}, separators=(",", ":"))
