@@ -159,6 +159,8 @@ class AdminContext:
         """Whether this daemon reconciles on its own, in words an operator can act on."""
         if self.reconciler is None:
             return "off: no STRIPE_SANDBOX_SECRET_KEY"
+        if self.settings.provider != "stripe":
+            return f"off: --provider={self.settings.provider} takes no payments through Stripe"
         if self.settings.reconcile_interval_s == 0:
             return "off: --reconcile-interval-s=0"
         if self.schedule is None:

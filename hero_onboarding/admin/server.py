@@ -76,7 +76,8 @@ async def serve_admin(
 def _schedule(
     settings: Settings, store: Store, reconciler: StripeCheckouts | None
 ) -> ReconcileSchedule | None:
-    if reconciler is None or settings.reconcile_interval_s == 0:
+    """The timer, when there is something to reconcile with (see AdminContext.schedule_state)."""
+    if reconciler is None or settings.provider != "stripe" or settings.reconcile_interval_s == 0:
         return None
     return ReconcileSchedule(
         ReconcileRunner(store, reconciler),

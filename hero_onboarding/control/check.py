@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 import apsw
 import click
@@ -25,6 +26,9 @@ from .health import probe
 from .sandbox_keys import FILE_NAME as SANDBOX_KEYS
 from .secrets import SecretsError, look_up, server_secrets
 from .service import ServiceState, current_state
+
+# A run's counts, in the order a reader wants them.
+COUNTS_SHOWN: Final = ("checked", "credited", "refunded", "already_done", "not_credited")
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,10 @@ def reconcile_finding(
             f"last success {_described(good, now) if good else 'never'}: more than twice "
             f"--reconcile-interval-s={interval_s} ago; is the admin daemon's schedule running?",
         )
-    counts = ", ".join(f"{value} {name}" for name, value in (last.counts or {}).items())
+    counted = last.counts or {}
+    counts = ", ".join(
+        f"{counted[name]} {name.replace('_', ' ')}" for name in COUNTS_SHOWN if name in counted
+    )
     schedule = f"every {interval_s} s" if schedule_on else "schedule not running"
     return Finding(True, "reconcile", f"last run {_described(last, now)} ok ({counts}); {schedule}")
 
