@@ -196,7 +196,8 @@ def build_registry(ctx: AdminContext) -> Registry:
 
     @registry.method(
         "info",
-        "Version, uptime, database, mode and row counts.",
+        "Version, uptime, database, mode, row counts, and reconciliation: whether this daemon "
+        "runs it on a schedule, the run going on, the last run, the last success, when next due.",
         result=_object(
             ["service", "version", "uptime_s", "db_path", "mode", "counts", "reconcile"],
             reconcile=RECONCILE_STATUS,
@@ -450,7 +451,11 @@ def build_registry(ctx: AdminContext) -> Registry:
         except ProviderError as exc:
             raise RpcFault(PROVIDER_DOWN.code, str(exc)) from None
         except (TimeoutError, apsw.BusyError):
-            raise RpcFault(UNCERTAIN.code, UNCERTAIN.message) from None
+            raise RpcFault(
+                UNCERTAIN.code,
+                "the database did not confirm in time: some events may have been applied; "
+                "reconciling again is safe (each event is applied once)",
+            ) from None
         except (StoreError, apsw.Error) as exc:
             raise RpcFault(UNAVAILABLE.code, f"{UNAVAILABLE.message}: {exc}") from None
         return report.as_result()
