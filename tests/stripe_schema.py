@@ -19,7 +19,13 @@ SUBSET = Path(__file__).parent / "fixtures" / "stripe-openapi-subset.json"
 # Keys in SDK 16.x's API version (2026-10-28.endive) that the dahlia subset predates.
 NEWER_KEYS = {"payment_intent": {"source"}}
 # Objects whose schema is stubbed in the subset (accepts anything): only their shape is checked.
-STUBBED = {"charge", "refund", "item"}
+STUBBED = {"item"}
+CHECKED = ("charge", "checkout.session", "dispute", "event", "payment_intent", "refund")
+# Expandable fields the sandbox expands, by object: an expanded object is checked in turn.
+EXPANDED = {
+    "checkout.session": ("payment_intent", "line_items"),
+    "payment_intent": ("latest_charge",),
+}
 
 
 def _nullable_to_union(node: Any) -> Any:
@@ -70,16 +76,15 @@ def check_object(obj: Any, where: str = "response") -> None:
     if kind in STUBBED:
         assert isinstance(obj.get("id"), str), f"{where}: {kind} without an id"
         return
-    assert kind in ("checkout.session", "payment_intent", "event"), f"{where}: object {kind!r}"
+    assert kind in CHECKED, f"{where}: object {kind!r}"
     _check_schema(obj, kind, where)
     invented = set(obj) - schema_properties(kind) - NEWER_KEYS.get(kind, set())
     assert not invented, f"{where}: keys Stripe does not document on {kind}: {sorted(invented)}"
     if kind == "event":
         check_object(obj["data"]["object"], f"{where}.data.object")
-    if kind == "checkout.session" and isinstance(obj.get("payment_intent"), dict):
-        check_object(obj["payment_intent"], f"{where}.payment_intent")
-    if kind == "checkout.session" and isinstance(obj.get("line_items"), dict):
-        check_object(obj["line_items"], f"{where}.line_items")
+    for name in EXPANDED.get(kind, ()):
+        if isinstance(obj.get(name), dict):
+            check_object(obj[name], f"{where}.{name}")
 
 
 def _check_schema(obj: dict[str, Any], schema_name: str, where: str) -> None:

@@ -147,6 +147,7 @@ async def test_endpoints_receive_only_the_types_they_enabled(
         assert types == [
             "charge.succeeded",
             "checkout.session.completed",
+            "payment_intent.created",
             "payment_intent.succeeded",
         ]
     finally:
