@@ -80,11 +80,49 @@ def check_object(obj: Any, where: str = "response") -> None:
     _check_schema(obj, kind, where)
     invented = set(obj) - schema_properties(kind) - NEWER_KEYS.get(kind, set())
     assert not invented, f"{where}: keys Stripe does not document on {kind}: {sorted(invented)}"
+    for name, value in obj.items():
+        nested = _components()["schemas"][kind].get("properties", {}).get(name)
+        if nested is not None:
+            _check_nested_keys(value, nested, f"{where}.{name}")
     if kind == "event":
         check_object(obj["data"]["object"], f"{where}.data.object")
     for name in EXPANDED.get(kind, ()):
         if isinstance(obj.get(name), dict):
             check_object(obj[name], f"{where}.{name}")
+
+
+def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = _components()["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def _check_nested_keys(value: Any, schema: dict[str, Any], where: str) -> None:
+    """No invented keys in sub-objects either (a hash the schema spells out, e.g. a charge's
+    outcome or a dispute's evidence); API resources nested in a value are checked on their own
+    by check_object, stubbed schemas ({}) not at all."""
+    schema = _resolve(schema)
+    if isinstance(value, list):
+        items = schema.get("items")
+        for index, item in enumerate(value):
+            if items is not None:
+                _check_nested_keys(item, items, f"{where}[{index}]")
+        return
+    if not isinstance(value, dict):
+        return
+    options = [_resolve(option) for option in schema.get("anyOf", [])] or [schema]
+    shaped = [o for o in options if o.get("type", "object") == "object" and "properties" in o]
+    if not shaped or (isinstance(value.get("object"), str) and value["object"] != "list"):
+        return  # free-form (metadata), stubbed, or an API resource of its own
+    known = set().union(*(set(o["properties"]) for o in shaped))
+    if any(o.get("additionalProperties") for o in shaped):
+        return
+    invented = set(value) - known
+    assert not invented, f"{where}: keys Stripe does not document here: {sorted(invented)}"
+    for option in shaped:
+        for name, child in value.items():
+            if name in option["properties"]:
+                _check_nested_keys(child, option["properties"][name], f"{where}.{name}")
 
 
 def _check_schema(obj: dict[str, Any], schema_name: str, where: str) -> None:
