@@ -9,6 +9,7 @@ import stripe
 
 from tests.conftest import sandbox_config, start_sandbox
 from tests.sandbox_kit import Harness, Receiver, wait_for_types
+from tests.waiting import wait_until_async
 
 DISPUTED_CARD = "4000 0000 0000 0259"
 INQUIRY_CARD = "4000 0000 0000 1976"
@@ -81,6 +82,49 @@ async def test_a_won_dispute_reinstates_the_funds(
     assert closed["previous_attributes"] == {"status": "needs_response"}
     with pytest.raises(stripe.InvalidRequestError, match="already closed"):
         await sandbox.sdk_control(f"/_sandbox/disputes/{opened.id}/lose")
+
+
+async def test_evidence_is_staged_then_submitted_for_review(
+    sandbox: Harness, stripe_client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    intent_id = await sandbox.paid_intent(DISPUTED_CARD)
+    [dispute] = (await stripe_client.v1.disputes.list_async({"payment_intent": intent_id})).data
+    staged = await stripe_client.v1.disputes.update_async(
+        dispute.id,
+        {"evidence": {"customer_name": "Ada Buyer", "product_description": "Hero crédits"},
+         "metadata": {"case": "42"}, "submit": False},
+    )  # fmt: skip
+    assert (staged.status, staged.evidence_details.has_evidence) == ("needs_response", True)
+    assert staged.evidence.product_description == "Hero crédits"
+    assert staged.evidence_details.submission_count == 0
+    submitted = await stripe_client.v1.disputes.update_async(dispute.id)  # submit: the default
+    assert (submitted.status, submitted.evidence_details.submission_count) == ("under_review", 1)
+    assert submitted.metadata.to_dict() == {"case": "42"}
+    await wait_until_async(
+        lambda: _arrived(receiver, "charge.dispute.updated", 2), timeout=10, what="2 updates"
+    )
+    updates = [r.event["data"] for r in receiver.of_type("charge.dispute.updated")]
+    assert updates[0]["previous_attributes"]["evidence"]["customer_name"] is None
+    assert updates[1]["previous_attributes"]["status"] == "needs_response"
+    with pytest.raises(stripe.InvalidRequestError, match="only be added while it needs"):
+        await stripe_client.v1.disputes.update_async(dispute.id, {"submit": True})
+    won = await sandbox.sdk_control(f"/_sandbox/disputes/{dispute.id}/win")
+    assert won.status == "won"  # a dispute under review is decided as any open one
+
+    inquiry_intent = await sandbox.paid_intent(INQUIRY_CARD)
+    [inquiry] = (
+        await stripe_client.v1.disputes.list_async({"payment_intent": inquiry_intent})
+    ).data
+    reviewed = await stripe_client.v1.disputes.update_async(
+        inquiry.id, {"evidence": {"uncategorized_text": "Delivered by mail"}}
+    )
+    assert reviewed.status == "warning_under_review"
+    with pytest.raises(stripe.InvalidRequestError, match="unknown parameter"):
+        await stripe_client.v1.disputes.update_async(inquiry.id, {"evidence": {"mood": "calm"}})
+
+
+async def _arrived(receiver: Receiver, event_type: str, count: int) -> bool:
+    return len(receiver.of_type(event_type)) >= count
 
 
 async def test_a_lost_dispute_closes_lost_by_control_or_by_the_api(

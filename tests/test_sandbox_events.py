@@ -14,7 +14,7 @@ from hero_onboarding.payments.stripe_api import (
 )
 from tests.sandbox_kit import API_KEY, FakeClock, Harness
 
-# What the sandbox never emits: Stripe sends it when evidence is updated, which it does not model.
+# Sent when evidence is submitted (POST /v1/disputes/{id}), which this lifecycle does not do.
 NOT_EMITTED = {"charge.dispute.updated"}
 
 

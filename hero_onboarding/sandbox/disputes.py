@@ -3,16 +3,20 @@
 A chargeback opens `needs_response` (`charge.dispute.created`) and takes the money
 (`charge.dispute.funds_withdrawn`); winning closes it `won` (`charge.dispute.closed`) and gives
 the money back (`charge.dispute.funds_reinstated`); losing closes it `lost`. An inquiry opens
-`warning_needs_response`, moves no money, and closes `warning_closed`. The charge says
+`warning_needs_response`, moves no money, and closes `warning_closed`. Submitting evidence
+(POST /v1/disputes/{id}) moves either to its `..._under_review` (`charge.dispute.updated`).
+The charge says
 `disputed: true` from the opening on (docs.stripe.com/testing#disputes,
 docs.stripe.com/disputes/how-disputes-work).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Final
 
 from . import objects
+from .checkout import check_metadata
 from .errors import invalid, missing_resource
 from .listing import in_range, paginate
 from .state import Obj
@@ -30,6 +34,10 @@ REASONS: Final = (
 )  # fmt: skip
 OPEN: Final = frozenset({"needs_response", "under_review"})
 OPEN_INQUIRY: Final = frozenset({"warning_needs_response", "warning_under_review"})
+SUBMITTED: Final = {
+    "needs_response": "under_review",
+    "warning_needs_response": "warning_under_review",
+}
 
 
 class Disputes:
@@ -93,6 +101,36 @@ class Disputes:
         if not inquiry:
             self._move_funds(dispute, -amount, "Chargeback withdrawal", "dispute")
             self._sandbox.emit("charge.dispute.funds_withdrawn", dispute)
+        return dispute
+
+    def update(self, dispute_id: str, params: Obj, meta: RequestMeta) -> Obj:
+        """Stripe's POST /v1/disputes/{id}: stage evidence, and submit it (the default)."""
+        dispute = self.get(dispute_id)
+        if dispute["status"] not in SUBMITTED:
+            raise invalid(
+                f"Dispute {dispute_id} is {dispute['status']}: evidence can only be added while "
+                "it needs a response",
+                param="dispute",
+            )
+        check_metadata(params.get("metadata"), "metadata")
+        previous: Obj = {}
+        evidence = params.get("evidence") or {}
+        if evidence:
+            previous["evidence"] = copy.deepcopy(dispute["evidence"])
+            dispute["evidence"].update(evidence)
+            if not dispute["evidence_details"]["has_evidence"]:
+                previous["evidence_details"] = copy.deepcopy(dispute["evidence_details"])
+            dispute["evidence_details"]["has_evidence"] = True
+        if "metadata" in params:
+            previous["metadata"] = dispute["metadata"]
+            dispute["metadata"] = dict(params["metadata"] or {})
+        if params.get("submit", True):
+            previous["status"] = dispute["status"]
+            previous.setdefault("evidence_details", copy.deepcopy(dispute["evidence_details"]))
+            dispute["status"] = SUBMITTED[dispute["status"]]
+            dispute["evidence_details"]["submission_count"] += 1
+        if previous:
+            self._sandbox.emit("charge.dispute.updated", dispute, meta, previous)
         return dispute
 
     def win(self, dispute_id: str) -> Obj:

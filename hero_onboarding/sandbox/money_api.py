@@ -10,6 +10,7 @@ from .api import CREATED, EXPAND, ID, INT, METADATA, NOTHING, PAGE, RETRIEVE
 from .checkout import check_expand
 from .keys import POKE, SANDBOX
 from .middleware import executed, meta_of, read_params, stripe_json
+from .objects import EVIDENCE_FIELDS
 from .params import object_schema
 
 REFUND_REASON: Final = {
@@ -22,6 +23,13 @@ CREATE_REFUND: Final = object_schema(
     payment_intent=ID,
     reason=REFUND_REASON,
     metadata=METADATA,
+    expand=EXPAND,
+)
+EVIDENCE_TEXT: Final = {"type": "string", "maxLength": 150000}  # Stripe: 150,000 in all
+UPDATE_DISPUTE: Final = object_schema(
+    evidence=object_schema(**dict.fromkeys(EVIDENCE_FIELDS, EVIDENCE_TEXT)),
+    metadata=METADATA,
+    submit={"type": "boolean"},
     expand=EXPAND,
 )
 LIST_BY_PAYMENT: Final = object_schema(**PAGE, charge=ID, payment_intent=ID, created=CREATED)
@@ -77,6 +85,17 @@ async def list_disputes(request: web.Request) -> web.Response:
 async def retrieve_dispute(request: web.Request) -> web.Response:
     check_expand((await read_params(request, RETRIEVE)).get("expand"), NOTHING)
     return stripe_json(request.app[SANDBOX].disputes.get(request.match_info["dispute"]))
+
+
+@routes.post("/v1/disputes/{dispute}")
+async def update_dispute(request: web.Request) -> web.Response:
+    params = await read_params(request, UPDATE_DISPUTE)
+    check_expand(params.get("expand"), NOTHING)
+    dispute = request.app[SANDBOX].disputes.update(
+        request.match_info["dispute"], params, meta_of(request)
+    )
+    executed(request)
+    return stripe_json(dispute)
 
 
 @routes.post("/v1/disputes/{dispute}/close")
