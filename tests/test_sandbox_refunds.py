@@ -136,6 +136,11 @@ async def test_a_refund_that_requires_action_can_be_canceled(
     )
     canceled = await stripe_client.v1.refunds.cancel_async(waiting.id)
     assert canceled.status == "canceled"
+    # A failure the clock still had scheduled (a 5126 card's) finds it canceled: it lets it be.
+    transitions = sandbox.engine.state.refund_transitions
+    transitions[waiting.id] = {"status": "failed", "failure_reason": "unknown", "due_at": 0}
+    assert sandbox.engine.run_due() is None
+    assert transitions == {}
     charge = await stripe_client.v1.charges.retrieve_async(waiting.charge)
     assert (charge.amount_refunded, charge.refunded) == (0, False)
     done = await stripe_client.v1.refunds.create_async({"payment_intent": intent_id})

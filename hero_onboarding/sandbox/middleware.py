@@ -95,7 +95,7 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> StripeApiError:
         return StripeApiError(
             exc.status,
             f"Unrecognized request URL ({request.method}: {request.path}). The sandbox serves "
-            "the Checkout Session, PaymentIntent, Refund and Event endpoints.",
+            "the Checkout Session, PaymentIntent, Charge, Refund, Dispute and Event endpoints.",
         )
     return StripeApiError(exc.status, f"{exc.reason}: {exc.text}" if exc.text else exc.reason)
 

@@ -146,6 +146,7 @@ class Refunds:
                 "You can only cancel refunds with a status of requires_action.",
                 param="refund",
             )
+        self._state.refund_transitions.pop(refund_id, None)
         refund["status"] = "canceled"
         self._recount(self._sandbox.charge(refund["charge"]))
         self._announce(refund, {"status": "requires_action"}, meta)
@@ -157,10 +158,14 @@ class Refunds:
         for refund_id, change in list(self._state.refund_transitions.items()):
             if change["due_at"] > now:
                 upcoming.append(change["due_at"])
-            elif change["status"] == "failed":
+                continue
+            del self._state.refund_transitions[refund_id]
+            status = self._state.refunds[refund_id]["status"]
+            if change["status"] == "failed" and status in COUNTED:
                 self.fail(refund_id, change["failure_reason"])
-            else:
+            elif change["status"] == "succeeded" and status == "pending":
                 self.succeed(refund_id)
+            # else: a control got there first (a refund failed or canceled by hand)
         return upcoming
 
     def _announce(self, refund: Obj, previous: Obj, meta: RequestMeta | None = None) -> None:
