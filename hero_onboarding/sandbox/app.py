@@ -13,7 +13,7 @@ import jinja2
 from aiohttp import web
 
 from .. import __version__
-from . import api, controls, endpoints, page
+from . import api, controls, endpoints, money_api, money_controls, page
 from .buyer import Buyer
 from .config import SERVICE_NAME, SandboxConfig
 from .endpoint_store import delivery_targets
@@ -76,7 +76,9 @@ def create_sandbox_app(
     app.router.add_get("/health", health)
     app.add_routes(api.routes)
     app.add_routes(endpoints.routes)
+    app.add_routes(money_api.routes)
     app.add_routes(controls.routes)
+    app.add_routes(money_controls.routes)
     app.add_routes(page.routes)
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:

@@ -29,6 +29,7 @@ from .listing import paginate
 from .objects import API_VERSION
 from .params import Schema
 from .state import Obj, SandboxState
+from .versions import EMULATED_VERSIONS
 
 MAX_ENDPOINTS: Final = 16  # Stripe's limit per account and mode
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (a prefix, not a value)
@@ -137,7 +138,12 @@ def with_secret(endpoint: Obj, secret: str) -> Obj:
 
 
 def delivery_targets(state: SandboxState) -> list[WebhookEndpoint]:
-    """The enabled API-registered endpoints, as the dispatcher delivers to them."""
+    """The enabled API-registered endpoints, as the dispatcher delivers to them.
+
+    An endpoint may be created in any API version Stripe knows (it is only a stored property),
+    but the sandbox renders one version's shapes: it delivers nothing to an endpoint of
+    another, rather than label one version's objects as another's.
+    """
     return [
         WebhookEndpoint(
             url=endpoint["url"],
@@ -147,7 +153,9 @@ def delivery_targets(state: SandboxState) -> list[WebhookEndpoint]:
             api_version=endpoint["api_version"],
         )
         for endpoint_id, endpoint in state.webhook_endpoints.items()
-        if endpoint["status"] == "enabled" and endpoint_id in state.webhook_secrets
+        if endpoint["status"] == "enabled"
+        and endpoint_id in state.webhook_secrets
+        and endpoint["api_version"] in (None, *EMULATED_VERSIONS)
     ]
 
 

@@ -32,6 +32,11 @@ class SandboxState:
     payment_intents: dict[str, Obj] = field(default_factory=dict)
     charges: dict[str, Obj] = field(default_factory=dict)
     refunds: dict[str, Obj] = field(default_factory=dict)
+    disputes: dict[str, Obj] = field(default_factory=dict)
+    # Refunds due to change status on their own: refund id -> {status, failure_reason, due_at}.
+    refund_transitions: dict[str, Obj] = field(default_factory=dict)
+    # What a test card makes happen to its charge later: charge id -> {refund_failure}.
+    charge_behaviours: dict[str, Obj] = field(default_factory=dict)
     events: dict[str, Obj] = field(default_factory=dict)
     deliveries: dict[str, Obj] = field(default_factory=dict)
     idempotency: dict[str, Obj] = field(default_factory=dict)

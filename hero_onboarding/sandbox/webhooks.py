@@ -201,12 +201,10 @@ class WebhookDispatcher:
 
     async def _attempt(self, endpoint: WebhookEndpoint, event: Obj) -> Obj:
         assert self._http is not None
-        rendered = (
-            event
-            if endpoint.api_version is None
-            else {**event, "api_version": endpoint.api_version}
-        )
-        payload = json.dumps(rendered, indent=2)
+        # The endpoint's version names the payload; non-ASCII goes out as UTF-8, as from Stripe,
+        # and the signature covers those bytes.
+        body = {**event, "api_version": endpoint.api_version or event["api_version"]}
+        payload = json.dumps(body, indent=2, ensure_ascii=False)
         timestamp = int(self._clock())
         headers = {
             "Content-Type": "application/json; charset=utf-8",
