@@ -1,6 +1,6 @@
 """Stripe's test cards and test bank accounts, and what each one does on the hosted page.
 
-Numbers and outcomes follow docs.stripe.com/testing (../shared/reference/stripe.md §7). A card
+Numbers and outcomes follow docs.stripe.com/testing. A card
 that passes the Luhn check but is not on the list is refused the way Stripe's test mode refuses
 real cards.
 """
