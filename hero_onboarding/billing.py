@@ -310,6 +310,8 @@ def _settle(
         for r in reversals.of_payment(conn, purchase.provider, purchase.external_ref)
         if r.currency == purchase.currency
     ]
+    if not known:  # the usual purchase: nothing reported against it, nothing held back
+        return 0
     moved = 0
     for (take, give), target in zip(
         (_REFUND_KINDS, _DISPUTE_KINDS), reversal_targets(purchase.amount, known), strict=True
