@@ -1,4 +1,4 @@
-"""Stripe: webhook verification and normalisation (Checkout Sessions and refunds).
+"""Stripe: webhook verification and normalisation (Checkout Sessions, refunds, disputes).
 
 The signature is checked with the SDK's `stripe.WebhookSignature.verify_header`; the body is then
 read with `json`, not `stripe.Webhook.construct_event`, whose StripeObject tree costs ~50x the
