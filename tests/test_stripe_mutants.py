@@ -549,6 +549,7 @@ async def test_create_checkout_asks_stripe_for_exactly_our_checkout(sandbox_only
     assert made.url.startswith("http")
     assert (session.mode, session.amount_total, session.currency) == ("payment", 2500, "eur")
     assert session.client_reference_id == "sid-9"
+    assert session.adaptive_pricing.enabled is False  # our price, in our currency
     assert session.metadata.to_dict() == {"sid": "sid-9", "address": "4a1::9"}
     assert session.success_url == request.success_url
     assert session.cancel_url == request.cancel_url
@@ -622,3 +623,205 @@ async def test_reconcile_reads_only_the_period_asked_and_reversals_oldest_first(
     named = [e.reversal_id for e in reversals if e.reversal_id]
     assert named.index(first.id) < named.index(second.id)  # oldest first
     assert all(e.event_id.startswith("evt_") for e in reversals)
+
+
+class FakeLists:
+    """Stripe's list endpoints in miniature: `pages` of sessions, each (objects, has_more),
+    served in turn by `starting_after`; events answered with one empty page."""
+
+    def __init__(self, pages: list[tuple[list[str], bool]]) -> None:
+        self.pages = pages
+        self.queries: list[dict[str, list[str]]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        query = {key: request.query.getall(key) for key in request.query}
+        self.queries.append({"path": [request.path], **query})
+        if request.path == "/v1/events":
+            return web.json_response({"object": "list", "data": [], "has_more": False})
+        after = request.query.get("starting_after")
+        index = 0 if after is None else next(
+            n + 1 for n, (ids, _) in enumerate(self.pages) if ids and ids[-1] == after
+        )  # fmt: skip
+        ids, has_more = self.pages[index]
+        sessions = [_session(id=i, object="checkout.session", livemode=False) for i in ids]
+        return web.json_response({"object": "list", "data": sessions, "has_more": has_more})
+
+
+async def listed(aiohttp_server, fake: FakeLists, since: int) -> list[ProviderEvent]:
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", fake.handle)
+    server = await aiohttp_server(app)
+    client = StripeCheckouts(Secret(API_KEY), api_base=str(server.make_url("")).rstrip("/"))
+    try:
+        return await client.settled_since(since)
+    finally:
+        await client.close()
+
+
+async def test_reconcile_asks_for_complete_sessions_since_then_page_by_page(aiohttp_server):
+    fake = FakeLists([(["cs_1", "cs_2"], True), (["cs_3"], False)])
+    reported = await listed(aiohttp_server, fake, since=1_700_000_000)
+    assert [e.checkout_id for e in reported] == ["cs_1", "cs_2", "cs_3"]
+    sessions = [q for q in fake.queries if q["path"] == ["/v1/checkout/sessions"]]
+    assert len(sessions) == 2  # the last page says there is no more: no third request
+    first, second = sessions
+    assert first == {
+        "path": ["/v1/checkout/sessions"], "created[gte]": ["1700000000"],
+        "status": ["complete"], "limit": ["100"],
+    }  # fmt: skip
+    assert second == {**first, "starting_after": ["cs_2"]}
+    [events] = [q for q in fake.queries if q["path"] == ["/v1/events"]]
+    assert events["created[gte]"] == ["1700000000"]
+    assert events["types[0]"] == ["charge.refunded"]
+    assert len([key for key in events if key.startswith("types[")]) == 10
+
+
+async def test_reconcile_stops_at_an_empty_page_even_if_more_is_promised(aiohttp_server):
+    fake = FakeLists([(["cs_1"], True), ([], True)])
+    reported = await listed(aiohttp_server, fake, since=0)
+    assert [e.checkout_id for e in reported] == ["cs_1"]
+
+
+async def test_reconcile_refuses_a_period_of_more_than_a_hundred_pages(aiohttp_server):
+    fake = FakeLists([([f"cs_{n}"], True) for n in range(101)])
+    with pytest.raises(ProviderError, match=r"^more than 10000 objects since then"):
+        await listed(aiohttp_server, fake, since=0)
+    assert len(fake.queries) == 100
+
+
+def test_a_tolerance_of_one_second_is_allowed():
+    assert StripeWebhooks([Secret(SIGNING_SECRET)], tolerance_s=1) is not None
+
+
+def _request(**overrides: Any) -> CheckoutRequest:
+    fields: dict[str, Any] = {
+        "sid": "sid-9", "address": "4a1::9", "amount": 2500, "currency": "usd",
+        "success_url": "https://shop.example/ok", "cancel_url": "https://shop.example/no",
+        "expires_at": 1_900_000_000, "idempotency_key": "checkout-key-2",
+    }  # fmt: skip
+    return CheckoutRequest(**{**fields, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://pay.example/cs_1", True),
+        ("http://127.0.0.1:1/cs_1", True),
+        ("ftp://pay.example/cs_1", False),
+        (None, False),
+    ],
+)
+async def test_a_checkout_needs_a_payment_page_url(aiohttp_server, url, accepted):
+    session = {"id": "cs_1", "object": "checkout.session", "url": url, "expires_at": 5}
+    fake = FakeStripe(session, [])
+    client = StripeCheckouts(Secret(API_KEY), api_base=await fake_stripe(aiohttp_server, fake))
+    try:
+        if accepted:
+            made = await client.create_checkout(_request())
+            assert (made.id, made.url, made.expires_at) == ("cs_1", url, 5)
+        else:
+            with pytest.raises(
+                ProviderError, match=r"^Stripe answered without a payment page URL$"
+            ):
+                await client.create_checkout(_request())
+    finally:
+        await client.close()
+    assert fake.requests[0].headers["Idempotency-Key"] == "checkout-key-2"
+
+
+async def refused(aiohttp_server, status: int, error: dict[str, Any], **headers: str) -> str:
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response({"error": error}, status=status, headers=headers)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = await aiohttp_server(app)
+    client = StripeCheckouts(Secret(API_KEY), api_base=str(server.make_url("")).rstrip("/"))
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await client.create_checkout(_request())
+    finally:
+        await client.close()
+    return str(caught.value)
+
+
+async def test_a_refusal_says_what_stripe_said_by_its_identifiers_only(aiohttp_server):
+    error = {"type": "invalid_request_error", "code": "parameter_invalid_integer",
+             "param": "line_items[0][price_data][unit_amount]",
+             "message": "sk_test_secret_would_be_here"}  # fmt: skip
+    message = await refused(aiohttp_server, 400, error, **{"Request-Id": "req_123"})
+    assert message == (
+        "Stripe refused or did not answer: InvalidRequestError (HTTP 400, code"
+        " parameter_invalid_integer, param line_items[0][price_data][unit_amount], request"
+        " req_123)"
+    )
+    long_code = {"type": "invalid_request_error", "code": "c" * 150, "message": "no"}
+    message = await refused(aiohttp_server, 400, long_code)
+    assert message == (
+        f"Stripe refused or did not answer: InvalidRequestError (HTTP 400, code {'c' * 95})"
+    )
+
+
+async def test_a_stripe_that_cannot_be_reached_is_named_by_the_error_alone():
+    client = StripeCheckouts(Secret(API_KEY), api_base="http://127.0.0.1:9")
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await client.retrieve_checkout("cs_test_1")
+    finally:
+        await client.close()
+    assert str(caught.value) == "Stripe refused or did not answer: APIConnectionError"
+
+
+def test_a_listed_refund_without_payment_intent_belongs_to_the_charges_payment():
+    listed = [refund(payment_intent=None, amount=30, refund_id="re_l", charge_id="ch_l")]
+    evt = event(
+        "charge.refunded",
+        charge(payment_intent="pi_c", amount=100, amount_refunded=30, refunds=listed),
+    )
+    [part] = normalise_event(evt).parts
+    assert (part.external_ref, part.reversal_id, part.amount) == ("pi_c", "re_l", 30)
+
+
+def test_a_reversal_status_of_any_json_type_is_unknown_not_a_crash():
+    evt = dispute_event("charge.dispute.updated", payment_intent="pi_1", amount=5,
+                        dispute_id="dp_j")  # fmt: skip
+    evt["data"]["object"]["status"] = ["won"]
+    got = normalise_event(evt)
+    assert (got.kind, got.note) == (
+        EventKind.UNKNOWN,
+        "dispute dp_j has unknown status \"['won']\"",
+    )
+
+
+async def test_reconcile_reports_reversal_events_it_cannot_read(aiohttp_server):
+    fake = FakeLists([([], False)])
+    long_id, long_type = "evt_" + "1" * 150, "refund." + "u" * 150
+    unreadable = [
+        {"object": "event", "id": long_id, "type": long_type},
+        {"object": "event", "id": "evt_2", "type": "refund.created", "data": {"object": "re_1"}},
+    ]
+
+    async def events(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": unreadable, "has_more": False})
+
+    app = web.Application()
+    app.router.add_get("/v1/events", events)
+    app.router.add_get("/{tail:.*}", fake.handle)
+    server = await aiohttp_server(app)
+    client = StripeCheckouts(Secret(API_KEY), api_base=str(server.make_url("")).rstrip("/"))
+    try:
+        reported = await client.settled_since(0)
+    finally:
+        await client.close()
+    assert reported == [
+        ProviderEvent(
+            provider="stripe", kind=EventKind.IGNORED, event_id="evt_2",
+            raw_type="refund.created", note="cannot be read: Stripe event lacks id, type or"
+            " data.object",
+        ),
+        ProviderEvent(
+            provider="stripe", kind=EventKind.IGNORED, event_id=long_id[:100],
+            raw_type=long_type[:100], note="cannot be read: Stripe event lacks id, type or"
+            " data.object",
+        ),
+    ]  # fmt: skip

@@ -8,6 +8,7 @@ time), when a body is refused, and what /metrics counts for each.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +19,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from hero_onboarding.store import Store, deliveries
 from hero_onboarding.store.deliveries import Delivery
 from tests.conftest import OTHER_SECRET, SIGNING_SECRET, build_app, open_checkout
-from tests.stripe_events import body_of, checkout_event, new_id, refund_event, sign
+from tests.stripe_events import (
+    body_of,
+    checkout_event,
+    dispute_event,
+    new_id,
+    refund_event,
+    sign,
+)
 from tests.test_webhook_endpoint import send
 
 NOW = 1_900_000_000
@@ -54,7 +62,7 @@ async def test_a_fulfilment_that_fails_is_recorded_as_an_error_with_every_field(
     await store.write(
         lambda c: c.execute(
             "CREATE TRIGGER boom BEFORE INSERT ON payment_reversals"
-            " BEGIN SELECT RAISE(ABORT, 'planted failure'); END"
+            f" BEGIN SELECT RAISE(ABORT, 'planted failure{'!' * 600}'); END"
         )
     )
     evt = refund_event("refund.created", payment_intent=new_id("pi"), amount=100)
@@ -63,7 +71,7 @@ async def test_a_fulfilment_that_fails_is_recorded_as_an_error_with_every_field(
     [delivery] = await recorded(store)
     assert delivery == Delivery(
         received_at=NOW, provider="stripe", verified=True, outcome="error",
-        detail="ConstraintError: planted failure",
+        detail=f"ConstraintError: planted failure{'!' * 600}"[:500],
         event_id=evt["id"], type="refund.created",
     )  # fmt: skip
     figures = await metrics(timed)
@@ -100,6 +108,7 @@ async def test_refused_bodies_are_recorded_with_their_status_and_counted(timed, 
         "checkout.session.completed", sid=user.sid, amount=10, payment_intent=new_id("pi")
     )
     assert (await send(timed, evt, OTHER_SECRET))[0] == 401
+    assert (await send(timed, evt, OTHER_SECRET))[0] == 401
     body = "[1, 2]"
     response = await timed.post(
         "/webhooks/stripe",
@@ -108,7 +117,7 @@ async def test_refused_bodies_are_recorded_with_their_status_and_counted(timed, 
     )
     assert response.status == 400
     assert await response.json() == {"error": "signed body is not a Stripe event object"}
-    newest, oldest = await recorded(store)
+    newest, _, oldest = await recorded(store)
     assert oldest == Delivery(
         received_at=NOW, provider="stripe", verified=False, outcome="rejected",
         detail="401: signature does not match any configured signing secret",
@@ -118,7 +127,7 @@ async def test_refused_bodies_are_recorded_with_their_status_and_counted(timed, 
         detail="400: signed body is not a Stripe event object",
     )  # fmt: skip
     figures = await metrics(timed)
-    assert webhooks_counted(figures, "unverified", "rejected") == 1
+    assert webhooks_counted(figures, "unverified", "rejected") == 2
     assert webhooks_counted(figures, "other", "rejected") == 1
 
 
@@ -153,3 +162,50 @@ async def test_a_body_of_exactly_the_limit_is_read_and_one_more_byte_is_413(
         received_at=NOW, provider="stripe", verified=False, outcome="rejected",
         detail=f"413: body larger than {limit} bytes",
     )  # fmt: skip
+
+
+async def test_a_chunked_body_over_the_limit_is_recorded_when_it_came(timed, store):
+    async def chunks():
+        for _ in range(17):
+            yield b"x" * 65536
+
+    response = await timed.post(
+        "/webhooks/stripe", data=chunks(), headers={"Stripe-Signature": "t=1,v1=00"}
+    )
+    assert response.status == 413
+    [delivery] = await recorded(store)
+    assert (delivery.received_at, delivery.outcome, delivery.verified) == (NOW, "rejected", False)
+    assert delivery.detail.startswith("413: body larger than ")
+
+
+async def test_each_delivery_is_logged_at_the_level_it_deserves(timed, store, user, caplog):
+    evt = checkout_event(
+        "checkout.session.completed", sid=user.sid, amount=1234, payment_intent=new_id("pi")
+    )
+    await open_checkout(store, user.sid, evt["data"]["object"]["id"], 1234)
+    pi = evt["data"]["object"]["payment_intent"]
+    dispute = dispute_event("charge.dispute.created", payment_intent=pi, amount=1234)
+    unmatched = checkout_event(
+        "checkout.session.completed", sid=user.sid, amount=5, payment_intent=new_id("pi")
+    )
+    caplog.set_level(logging.DEBUG, logger="hero_onboarding.daemon.webhooks")
+    for delivered in (evt, evt, dispute, dispute, unmatched):
+        assert (await send(timed, delivered))[0] == 200
+    logged = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "hero_onboarding.daemon.webhooks"
+    ]
+    session = unmatched["data"]["object"]["id"]
+    assert logged == [
+        (logging.INFO, f"webhook {evt['id']} checkout.session.completed: credited +1234 usd"
+                       f" sid={user.sid}"),
+        (logging.DEBUG, f"webhook {evt['id']} checkout.session.completed: duplicate"
+                        " (payment already credited)"),
+        (logging.WARNING, f"webhook {dispute['id']} charge.dispute.created: disputed -1234 usd"
+                          f" sid={user.sid}"),
+        (logging.WARNING, f"webhook {dispute['id']} charge.dispute.created: duplicate"
+                          " (already applied)"),
+        (logging.WARNING, f"webhook {unmatched['id']} checkout.session.completed: unmatched"
+                          f" (checkout {session} was not opened by us)"),
+    ]  # fmt: skip
