@@ -66,6 +66,15 @@ class Fulfilment:
     reason: Unmatched | None = None  # set with UNMATCHED
 
 
+# Outcomes that moved (or, for a purchase netted to zero by earlier refunds, recorded) money:
+# what reconciliation audits and reports as changed.
+MOVED_MONEY: Final = frozenset({
+    Outcome.CREDITED, Outcome.REFUNDED, Outcome.REFUND_REVERSED, Outcome.DISPUTED,
+    Outcome.DISPUTE_REVERSED,
+})  # fmt: skip
+# Outcomes of a report that was applied before, or is kept until its payment is credited.
+ALREADY_KNOWN: Final = frozenset({Outcome.DUPLICATE, Outcome.RECORDED, Outcome.PARKED})
+
 # What a reversal that moved money is called, by the kind of report that moved it.
 _MOVED: Final[dict[EventKind, Outcome]] = {
     EventKind.REFUNDED: Outcome.REFUNDED,
@@ -301,6 +310,8 @@ def _settle(
         for r in reversals.of_payment(conn, purchase.provider, purchase.external_ref)
         if r.currency == purchase.currency
     ]
+    if not known:  # the usual purchase: nothing reported against it, nothing held back
+        return 0
     moved = 0
     for (take, give), target in zip(
         (_REFUND_KINDS, _DISPUTE_KINDS), reversal_targets(purchase.amount, known), strict=True

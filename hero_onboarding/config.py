@@ -29,6 +29,13 @@ STRIPE_MAX_AMOUNT: Final = 99_999_999
 STRIPE_MIN_CHECKOUT_S: Final = 1800
 CHECKOUT_EXPIRY_MARGIN_S: Final = 300
 STOP_MARGIN_S: Final = 5.0
+# Stripe retries a webhook for up to three days, so a payment older than that whose webhook never
+# came will not be announced again: reconciliation looks back that far by default. Stripe keeps
+# events (refunds are read from them) for 30 days, the longest window worth asking about.
+RECONCILE_WINDOW_S: Final = 3 * 86400
+MIN_RECONCILE_WINDOW_S: Final = 60
+MAX_RECONCILE_WINDOW_S: Final = 30 * 86400
+MAX_RECONCILE_INTERVAL_S: Final = 86400
 
 
 class ConfigError(ValueError):
@@ -266,6 +273,17 @@ class Settings:
     sandbox_port: int = _setting(
         12111, help="port of the local Stripe sandbox that --start --sandbox runs", check=_port
     )
+    reconcile_interval_s: int = _setting(
+        900,
+        help="how often the admin daemon asks the provider for payments the webhooks missed "
+        "(0: never on its own, only when an operator calls `reconcile`)",
+        check=_between(0, MAX_RECONCILE_INTERVAL_S, " s"),
+    )
+    reconcile_window_s: int = _setting(
+        RECONCILE_WINDOW_S,
+        help="how far back each reconciliation looks (Stripe retries a webhook for 3 days)",
+        check=_between(MIN_RECONCILE_WINDOW_S, MAX_RECONCILE_WINDOW_S, " s"),
+    )
     start_timeout_s: float = _setting(
         30.0,
         help="how long --start waits for every daemon to answer /health",
@@ -398,6 +416,12 @@ def load_settings(
     if settings.provider == "stub" and settings.mode != "sandbox":
         raise ConfigError(
             "--provider=stub credits payments nobody made: it runs only with --mode=sandbox"
+        )
+    if settings.reconcile_interval_s > settings.reconcile_window_s:
+        raise ConfigError(
+            f"--reconcile-window-s={settings.reconcile_window_s} is shorter than "
+            f"--reconcile-interval-s={settings.reconcile_interval_s}: a payment made between two "
+            "runs would never be looked at; make the window at least the interval"
         )
     if settings.amount_min > settings.amount_max:
         raise ConfigError(

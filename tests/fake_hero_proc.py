@@ -3,7 +3,7 @@
 It speaks the protocol hero_onboarding/rpc/hero_proc.py assumes, written out here again on
 purpose (not imported from the client), so that a client drifting from it fails the tests:
 
-- the Hero socket spec (../shared/reference/hero-ecosystem.md §3.2) on a Unix socket:
+- the Hero socket spec on a Unix socket:
   `POST /rpc` JSON-RPC 2.0 (single or batch; notifications get 204; -32700 bad JSON,
   -32600 invalid request or empty batch, -32601 unknown method, -32602 bad params; errors
   come with HTTP 200), `GET /health`, `GET /openrpc.json`, `GET /.well-known/heroservice.json`,

@@ -1,6 +1,6 @@
 """A stand-in for a Mycelium node's message API (no node can run here).
 
-It speaks the documented wire shape (../shared/reference/hero-ecosystem.md §4.3):
+It speaks the documented wire shape of the node's message API:
 `POST /api/v1/messages` with `{"dst": {"ip": v6} | {"pk": hex}, "topic": b64?, "payload": b64}`
 answers 201 `{"id": <16 hex>}`; a malformed body answers 400. `answer_with` makes it answer
 something else (the node refusing), and `received` keeps what a recipient node would get.

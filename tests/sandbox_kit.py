@@ -31,6 +31,8 @@ LINE_ITEM = {
     },
     "quantity": 1,
 }
+# Responses whose bodies are Stripe objects: the API, and the controls that answer one.
+CHECKED_PATHS = ("/v1/", "/_sandbox/refunds", "/_sandbox/disputes")
 SUCCESS_URL = "https://shop.example/payment/return?session_id={CHECKOUT_SESSION_ID}"
 
 
@@ -155,6 +157,21 @@ class Harness:
             account_number=account,
         )  # fmt: skip
 
+    async def paid_intent(self, card: str = PAID_CARD, **overrides: Any) -> str:
+        """A session paid on the hosted page with `card`; its PaymentIntent's id."""
+        session = await self.new_session(**overrides)
+        answer = await self.pay(session.url, card_number=card)
+        assert answer.status == 303, answer.html
+        paid = await self.sdk.v1.checkout.sessions.retrieve_async(session.id)
+        assert isinstance(paid.payment_intent, str)
+        return paid.payment_intent
+
+    async def sdk_control(self, path: str, **params: Any) -> stripe.StripeObject:
+        """POST a /_sandbox control through the official SDK (its raw request), as a Stripe
+        object: controls speak the API's auth, encoding and error shapes."""
+        response = await self.sdk.raw_request_async("post", path, **params)
+        return self.sdk.deserialize(response, api_mode="V1")
+
     async def control(self, path: str, data: dict[str, str] | None = None) -> dict[str, Any]:
         async with self.http.post(
             self.url + path, data=data or {}, headers={"Authorization": f"Bearer {API_KEY}"}
@@ -201,7 +218,7 @@ def schema_check_hook(failures: list[str]):  # type: ignore[no-untyped-def]
     """An on_response_prepare signal validating every JSON body the sandbox sends under /v1."""
 
     async def check(request: web.Request, response: web.StreamResponse) -> None:
-        if not request.path.startswith("/v1/") or not isinstance(response, web.Response):
+        if not request.path.startswith(CHECKED_PATHS) or not isinstance(response, web.Response):
             return
         if response.content_type != "application/json" or response.body is None:
             return

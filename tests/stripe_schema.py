@@ -19,7 +19,16 @@ SUBSET = Path(__file__).parent / "fixtures" / "stripe-openapi-subset.json"
 # Keys in SDK 16.x's API version (2026-10-28.endive) that the dahlia subset predates.
 NEWER_KEYS = {"payment_intent": {"source"}}
 # Objects whose schema is stubbed in the subset (accepts anything): only their shape is checked.
-STUBBED = {"charge", "refund", "item"}
+STUBBED = {"item"}
+CHECKED = (
+    "charge", "checkout.session", "dispute", "event", "payment_intent", "refund",
+    "webhook_endpoint", "deleted_webhook_endpoint",
+)  # fmt: skip
+# Expandable fields the sandbox expands, by object: an expanded object is checked in turn.
+EXPANDED = {
+    "checkout.session": ("payment_intent", "line_items"),
+    "payment_intent": ("latest_charge",),
+}
 
 
 def _nullable_to_union(node: Any) -> Any:
@@ -70,16 +79,55 @@ def check_object(obj: Any, where: str = "response") -> None:
     if kind in STUBBED:
         assert isinstance(obj.get("id"), str), f"{where}: {kind} without an id"
         return
-    assert kind in ("checkout.session", "payment_intent", "event"), f"{where}: object {kind!r}"
+    if obj.get("deleted") is True:  # Stripe's deleted_<kind> answer to a DELETE
+        kind = f"deleted_{kind}"
+    assert kind in CHECKED, f"{where}: object {kind!r}"
     _check_schema(obj, kind, where)
     invented = set(obj) - schema_properties(kind) - NEWER_KEYS.get(kind, set())
     assert not invented, f"{where}: keys Stripe does not document on {kind}: {sorted(invented)}"
+    for name, value in obj.items():
+        nested = _components()["schemas"][kind].get("properties", {}).get(name)
+        if nested is not None:
+            _check_nested_keys(value, nested, f"{where}.{name}")
     if kind == "event":
         check_object(obj["data"]["object"], f"{where}.data.object")
-    if kind == "checkout.session" and isinstance(obj.get("payment_intent"), dict):
-        check_object(obj["payment_intent"], f"{where}.payment_intent")
-    if kind == "checkout.session" and isinstance(obj.get("line_items"), dict):
-        check_object(obj["line_items"], f"{where}.line_items")
+    for name in EXPANDED.get(kind, ()):
+        if isinstance(obj.get(name), dict):
+            check_object(obj[name], f"{where}.{name}")
+
+
+def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = _components()["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def _check_nested_keys(value: Any, schema: dict[str, Any], where: str) -> None:
+    """No invented keys in sub-objects either (a hash the schema spells out, e.g. a charge's
+    outcome or a dispute's evidence); API resources nested in a value are checked on their own
+    by check_object, stubbed schemas ({}) not at all."""
+    schema = _resolve(schema)
+    if isinstance(value, list):
+        items = schema.get("items")
+        for index, item in enumerate(value):
+            if items is not None:
+                _check_nested_keys(item, items, f"{where}[{index}]")
+        return
+    if not isinstance(value, dict):
+        return
+    options = [_resolve(option) for option in schema.get("anyOf", [])] or [schema]
+    shaped = [o for o in options if o.get("type", "object") == "object" and "properties" in o]
+    if not shaped or (isinstance(value.get("object"), str) and value["object"] != "list"):
+        return  # free-form (metadata), stubbed, or an API resource of its own
+    known = set().union(*(set(o["properties"]) for o in shaped))
+    if any(o.get("additionalProperties") for o in shaped):
+        return
+    invented = set(value) - known
+    assert not invented, f"{where}: keys Stripe does not document here: {sorted(invented)}"
+    for option in shaped:
+        for name, child in value.items():
+            if name in option["properties"]:
+                _check_nested_keys(child, option["properties"][name], f"{where}.{name}")
 
 
 def _check_schema(obj: dict[str, Any], schema_name: str, where: str) -> None:

@@ -171,6 +171,13 @@ async def test_openrpc_document_is_valid_and_lists_exactly_what_answers(
     assert {e["code"] for e in adjust["errors"]} == {-32004, -32010, -32011, -32014, -32015}
     payments = next(m for m in document["methods"] if m["name"] == "payment_list")
     assert payments["result"]["schema"]["properties"]["payments"]["items"]["required"]
+    reconcile = next(m for m in document["methods"] if m["name"] == "reconcile")
+    assert {e["code"] for e in reconcile["errors"]} == {-32012, -32013, -32014, -32015, -32016}
+    assert "run_id" in reconcile["result"]["schema"]["required"]
+    info = next(m for m in document["methods"] if m["name"] == "info")
+    assert {"last_run", "last_success", "next_due"} <= set(
+        info["result"]["schema"]["properties"]["reconcile"]["required"]
+    )
 
 
 async def test_health_and_the_service_manifest(admin: AdminHandle) -> None:
@@ -464,7 +471,9 @@ async def test_reconcile_applies_a_refund_whose_webhook_came_too_early(
     user = await register(store, ADDRESS)
     reconciler = StripeCheckouts(Secret(API_KEY), api_base=sandbox.url)
     try:
-        session = await sandbox.new_session(client_reference_id=user.sid)
+        session = await sandbox.new_session(
+            client_reference_id=user.sid, metadata={"sid": user.sid}
+        )
         await open_checkout(store, user.sid, session.id, 1000)
         await sandbox.pay(session.url)
         paid = await sandbox.sdk.v1.checkout.sessions.retrieve_async(session.id)
@@ -475,9 +484,9 @@ async def test_reconcile_applies_a_refund_whose_webhook_came_too_early(
             done = await admin.client.call("reconcile", {"since": session.created - 10})
             again = await admin.client.call("reconcile", {"since": session.created - 10})
         assert [c["amount"] for c in done["credited"]] == [1000]
-        assert [r["amount"] for r in done["refunded"]] == [-400]
-        assert again["credited"] == again["refunded"] == []
-        assert again["already_done"] == 2
+        assert [r["amount"] for r in done["reversed"]] == [-400]
+        assert again["credited"] == again["reversed"] == []
+        assert again["already_done"] == again["checked"]  # the purchase and each refund report
         assert await balance_of(store, user.sid) == 600
         audited = await store.read(
             lambda conn: conn.execute(

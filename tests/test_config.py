@@ -93,6 +93,26 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
         ),
         ({}, {"host": "a b"}, "--host='a b': must be an IP address or a host name"),
         ({}, {"write_timeout_s": "soon"}, "--write-timeout-s='soon': must be a number"),
+        (
+            {"HERO_ONBOARDING_RECONCILE_INTERVAL_S": "-1"},
+            {},
+            "HERO_ONBOARDING_RECONCILE_INTERVAL_S='-1': must be between 0 and 86400 s",
+        ),
+        (
+            {},
+            {"reconcile_interval_s": "15m"},
+            "--reconcile-interval-s='15m': must be a whole number",
+        ),
+        (
+            {},
+            {"reconcile_window_s": "10"},
+            "--reconcile-window-s='10': must be between 60 and 2592000 s",
+        ),
+        (
+            {},
+            {"reconcile_interval_s": "7200", "reconcile_window_s": "3600"},
+            "--reconcile-window-s=3600 is shorter than --reconcile-interval-s=7200",
+        ),
     ],
 )
 def test_invalid_values_name_the_setting_and_the_reason(tmp_path, env, flags, message):
@@ -137,3 +157,13 @@ def test_trusted_proxies_are_networks():
     assert len(settings.trusted_proxy_networks) == 2
     with pytest.raises(ConfigError, match=re.escape("--trusted-proxies='10.0.0.0/33'")):
         load_settings({}, {"trusted_proxies": "10.0.0.0/33"})
+
+
+def test_reconciliation_runs_every_15_minutes_over_3_days_unless_told_otherwise(tmp_path):
+    defaults = load_settings({"HOME": str(tmp_path)})
+    assert (defaults.reconcile_interval_s, defaults.reconcile_window_s) == (900, 259200)
+    env = {"HOME": str(tmp_path), "HERO_ONBOARDING_RECONCILE_INTERVAL_S": "0"}
+    assert load_settings(env).reconcile_interval_s == 0  # the schedule is off
+    flags = {"reconcile_interval_s": "60", "reconcile_window_s": "86400"}
+    told = load_settings(env, flags)
+    assert (told.reconcile_interval_s, told.reconcile_window_s) == (60, 86400)

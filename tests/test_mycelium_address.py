@@ -16,7 +16,7 @@ from hero_onboarding.mycelium.address import (
 )
 from hero_onboarding.mycelium.proof import public_key_of
 
-# From ../shared/reference/hero-ecosystem.md §4.1 (BLAKE3-era mycelium, >= 0.5.0).
+# From mycelium's own address derivation (BLAKE3-era mycelium, >= 0.5.0).
 VECTORS = [
     (
         "a47c1d6f2a15b2c670d3a88fbe0aeb301ced12f7bcb4c8e3aa877b20f8559c02",

@@ -95,7 +95,7 @@ async def test_no_webhook_leaves_before_its_event_is_saved(
             wait_until, lambda: writer.active == 1, timeout=10, what="the payment's save starts"
         )
         queued = [d for d in harness.engine.state.deliveries.values() if d["attempts"] == []]
-        assert len(queued) == 3  # charge, intent and session events wait for the save
+        assert len(queued) == 4  # intent (created, succeeded), charge and session events wait
         assert harness.app[DISPATCHER].running == 0
         assert receiver.received == []
         writer.gate.set()

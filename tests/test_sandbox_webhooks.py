@@ -20,6 +20,7 @@ from tests.conftest import (
     SIGNING_SECRET,
     balance_of,
     build_app,
+    open_checkout,
     register,
     sandbox_config,
     start_sandbox,
@@ -147,6 +148,7 @@ async def test_endpoints_receive_only_the_types_they_enabled(
         assert types == [
             "charge.succeeded",
             "checkout.session.completed",
+            "payment_intent.created",
             "payment_intent.succeeded",
         ]
     finally:
@@ -184,6 +186,7 @@ async def test_paying_in_the_sandbox_credits_our_daemon_exactly_once(
             metadata={"sid": user.sid},
             payment_intent_data={"metadata": {"sid": user.sid}},
         )
+        await open_checkout(store, user.sid, session.id, 1000)
         await harness.pay(session.url)
         deliveries = await harness.settled_deliveries(3)
         assert {d["status"] for d in deliveries} == {"succeeded"}

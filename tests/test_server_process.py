@@ -14,6 +14,7 @@ from hero_onboarding.store import Store
 from tests.conftest import SIGNING_SECRET, register
 from tests.processes import free_port, run_cli, start_server
 from tests.sandbox_kit import API_KEY
+from tests.seeding import checkout, insert_checkouts
 from tests.stripe_events import body_of, checkout_event, new_id, sign
 
 ENV = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET, "STRIPE_SANDBOX_SECRET_KEY": API_KEY}
@@ -54,15 +55,36 @@ def make_user(db_path) -> str:
     return asyncio.run(go())
 
 
+def open_checkouts_of(db_path, *events: dict) -> None:
+    """The checkouts these events pay, recorded as the service does when it opens them."""
+    conn = apsw.Connection(str(db_path))
+    try:
+        conn.set_busy_timeout(5000)
+        with conn:
+            insert_checkouts(
+                conn,
+                (
+                    checkout(obj["client_reference_id"], obj["id"], obj["amount_total"])
+                    for obj in (evt["data"]["object"] for evt in events)
+                ),
+            )
+    finally:
+        conn.close()
+
+
 def test_credit_survives_sigkill_and_restart(tmp_path):
     data_dir = tmp_path / "data"
     sid = make_user(data_dir / "onboarding.db")
+    first = checkout_event(
+        "checkout.session.completed", sid=sid, amount=1700, payment_intent=new_id("pi")
+    )
+    second = checkout_event(
+        "checkout.session.completed", sid=sid, amount=300, payment_intent=new_id("pi")
+    )
+    open_checkouts_of(data_dir / "onboarding.db", first, second)
     port = free_port()
     server = start_server(data_dir, port=port, env=ENV)
     try:
-        first = checkout_event(
-            "checkout.session.completed", sid=sid, amount=1700, payment_intent=new_id("pi")
-        )
         assert post_event(server.url, first) == (200, b'{"received": true, "outcome": "credited"}')
     finally:
         server.process.send_signal(signal.SIGKILL)
@@ -73,9 +95,6 @@ def test_credit_survives_sigkill_and_restart(tmp_path):
     try:
         # The same payment again after the crash: still credited once.
         assert post_event(server.url, first)[1] == b'{"received": true, "outcome": "duplicate"}'
-        second = checkout_event(
-            "checkout.session.completed", sid=sid, amount=300, payment_intent=new_id("pi")
-        )
         assert post_event(server.url, second)[0] == 200
     finally:
         server.process.send_signal(signal.SIGTERM)

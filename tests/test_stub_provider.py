@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,6 +20,7 @@ from tests.conftest import balance_of, build_app
 from tests.login_kit import Browser
 from tests.sandbox_kit import FakeClock
 from tests.shop_kit import ADDRESS, OTHER_ADDRESS, log_in
+from tests.test_payment_flow import stub_buyer
 
 
 def request(**overrides: object) -> CheckoutRequest:
@@ -116,17 +118,10 @@ async def test_the_stub_reports_paid_expired_and_nothing_yet() -> None:
 async def test_a_dispute_of_spent_credits_shows_a_negative_balance_and_why(
     tmp_path: Path, store: Store, webhooks, aiohttp_client
 ) -> None:
-    settings = load_settings(
-        {"HOME": str(tmp_path)},
-        {"data_dir": str(tmp_path / "data"), "provider": "stub", "mode": "sandbox"},
-    )
-    outbox = SandboxOutbox()
-    buyer = Browser(await aiohttp_client(build_app(settings, store, webhooks, messenger=outbox)))
-    await log_in(buyer, outbox)
+    buyer = await stub_buyer(tmp_path, store, webhooks, aiohttp_client)
     started = await buyer.post("/payment/intent?amount=1000", {})
     assert started.location is not None
-    path = started.location.removeprefix(settings.public_url)
-    await buyer.post(path, {})  # paid on the stub's page
+    await buyer.post(urlsplit(started.location).path, {})  # paid on the stub's page
     async with buyer.client.get("/account") as response:
         sid = (await response.json())["sid"]
     spent = LedgerEntry(sid, "admin", EntryKind.ADJUSTMENT, "spent", -700, "usd")

@@ -18,11 +18,11 @@ from typing import Any, Final, TypeVar
 import apsw
 
 from .. import __version__
-from ..billing import Outcome, apply_event
+from ..billing import Outcome
 from ..config import ADMIN_SERVICE, Settings
 from ..money import format_amount
 from ..mycelium.address import AddressError, parse_address
-from ..payments.base import MAX_AMOUNT, ProviderError, ProviderEvent, Reconciler
+from ..payments.base import MAX_AMOUNT, ProviderError, Reconciler
 from ..rpc.errors import INVALID_PARAMS, RpcFault
 from ..rpc.registry import ErrorSpec, Param, Registry
 from ..store import (
@@ -33,11 +33,15 @@ from ..store import (
     checkouts,
     deliveries,
     ledger,
+    reconcile_runs,
     reversals,
     users,
 )
 from ..store.checkouts import CheckoutStatus
 from ..store.ledger import EntryKind, LedgerEntry
+from ..store.reconcile_runs import LeaseHeld, RunOutcome, Trigger
+from .reconcile_run import LeaseLost, ReconcileRunner
+from .reconcile_schedule import ReconcileSchedule
 
 T = TypeVar("T")
 Json = Any
@@ -51,13 +55,11 @@ UNCERTAIN: Final = ErrorSpec(
     -32014, "the database did not confirm in time: retry with the same idempotency key"
 )
 UNAVAILABLE: Final = ErrorSpec(-32015, "the database is unavailable")
+RUN_IN_PROGRESS: Final = ErrorSpec(
+    -32016, "a reconciliation run is in progress: try again when it has finished"
+)
 
 ADJUSTMENT_PROVIDER: Final = "admin"
-DEFAULT_RECONCILE_S: Final = 3 * 86400
-CHANGED: Final = frozenset({
-    Outcome.CREDITED, Outcome.REFUNDED, Outcome.REFUND_REVERSED, Outcome.DISPUTED,
-    Outcome.DISPUTE_REVERSED,
-})  # fmt: skip
 
 # -- schemas (the OpenRPC document shows these) ----------------------------------------------
 
@@ -121,11 +123,23 @@ ADJUSTED: Final = _object(
     audit_id=INT, replayed={"type": "boolean"},
 )  # fmt: skip
 RECONCILED: Final = _object(
-    ["since", "checked", "credited", "refunded", "already_done", "not_credited"],
-    since=INT, checked=INT, already_done=INT,
+    ["run_id", "since", "checked", "credited", "reversed", "already_done", "not_credited"],
+    run_id=INT, since=INT, checked=INT, already_done=INT,
     credited={"type": "array", "items": {"type": "object"}},
-    refunded={"type": "array", "items": {"type": "object"}},
+    reversed={"type": "array", "items": {"type": "object"}},
     not_credited={"type": "array", "items": {"type": "object"}},
+)  # fmt: skip
+RUN: Final = _object(
+    ["id", "trigger", "actor", "started_at", "outcome", "since"],
+    id=INT, trigger={"enum": [t.value for t in Trigger]}, actor=TEXT, started_at=INT,
+    finished_at=MAYBE_INT, outcome={"enum": [o.value for o in RunOutcome]}, since=INT,
+    counts={"type": ["object", "null"]}, error=MAYBE_TEXT,
+)  # fmt: skip
+MAYBE_RUN: Final = {"oneOf": [RUN, {"type": "null"}]}
+RECONCILE_STATUS: Final = _object(
+    ["schedule", "interval_s", "window_s", "running", "last_run", "last_success", "next_due"],
+    schedule=TEXT, interval_s=INT, window_s=INT, running=MAYBE_RUN, last_run=MAYBE_RUN,
+    last_success=MAYBE_RUN, next_due=MAYBE_INT,
 )  # fmt: skip
 
 
@@ -136,9 +150,28 @@ class AdminContext:
     reconciler: Reconciler | None
     clock: Callable[[], float] = time.time
     started: float = field(default_factory=time.monotonic)
+    schedule: ReconcileSchedule | None = None  # this daemon's timer, when it runs one
 
     def now(self) -> int:
         return int(self.clock())
+
+    @property
+    def runner(self) -> ReconcileRunner | None:
+        if self.reconciler is None:
+            return None
+        return ReconcileRunner(self.store, self.reconciler, clock=self.clock)
+
+    def schedule_state(self) -> str:
+        """Whether this daemon reconciles on its own, in words an operator can act on."""
+        if self.reconciler is None:
+            return "off: no STRIPE_SANDBOX_SECRET_KEY"
+        if self.settings.provider != "stripe":
+            return f"off: --provider={self.settings.provider} takes no payments through Stripe"
+        if self.settings.reconcile_interval_s == 0:
+            return "off: --reconcile-interval-s=0"
+        if self.schedule is None:
+            return "off: not started by this daemon"
+        return f"every {self.settings.reconcile_interval_s} s"
 
     async def read(self, query: Callable[[apsw.Connection], T]) -> T:
         """A short read on the loop, or -32015 when the database cannot answer."""
@@ -169,8 +202,12 @@ def build_registry(ctx: AdminContext) -> Registry:
 
     @registry.method(
         "info",
-        "Version, uptime, database, mode and row counts.",
-        result=_object(["service", "version", "uptime_s", "db_path", "mode", "counts"]),
+        "Version, uptime, database, mode, row counts, and reconciliation: whether this daemon "
+        "runs it on a schedule, the run going on, the last run, the last success, when next due.",
+        result=_object(
+            ["service", "version", "uptime_s", "db_path", "mode", "counts", "reconcile"],
+            reconcile=RECONCILE_STATUS,
+        ),
         errors=(UNAVAILABLE,),
     )
     async def info() -> dict[str, Any]:
@@ -183,6 +220,8 @@ def build_registry(ctx: AdminContext) -> Registry:
                 "admin_audit": audit.count(conn),
             }
 
+        runs = await ctx.read(partial(reconcile_runs.summary, now=ctx.now()))
+        next_due = ctx.schedule.next_due if ctx.schedule is not None else None
         return {
             "service": ADMIN_SERVICE,
             "version": __version__,
@@ -192,6 +231,15 @@ def build_registry(ctx: AdminContext) -> Registry:
             "currency": ctx.settings.currency,
             "reconcile_provider": ctx.reconciler.name if ctx.reconciler else None,
             "counts": await ctx.scan(counts),
+            "reconcile": {
+                "schedule": ctx.schedule_state(),
+                "interval_s": ctx.settings.reconcile_interval_s,
+                "window_s": ctx.settings.reconcile_window_s,
+                "running": _run(runs.running),
+                "last_run": _run(runs.last_run),
+                "last_success": _run(runs.last_success),
+                "next_due": None if next_due is None else int(next_due),
+            },
         }
 
     @registry.method(
@@ -398,69 +446,45 @@ def build_registry(ctx: AdminContext) -> Registry:
     @registry.method(
         "reconcile",
         "Ask the provider for the paid checkouts and refunds since a time and apply any the "
-        "ledger lacks (heals missed webhooks); says what it changed. Each change is audited.",
-        params=(Param("since", UNIX_TIME, "created at or after (default: three days ago)"),),
+        "ledger lacks (heals missed webhooks); says what it changed. Each change is audited, "
+        "and the run is recorded (see `info`). One run at a time: the daemon's schedule runs "
+        "the same thing.",
+        params=(
+            Param("since", UNIX_TIME, "created at or after (default: --reconcile-window-s ago)"),
+        ),
         result=RECONCILED,
-        errors=(NO_PROVIDER, PROVIDER_DOWN, UNCERTAIN, UNAVAILABLE),
+        errors=(NO_PROVIDER, PROVIDER_DOWN, RUN_IN_PROGRESS, UNCERTAIN, UNAVAILABLE),
         wants_caller=True,
     )
     async def reconcile(caller: str, since: int | None = None) -> dict[str, Any]:
-        if ctx.reconciler is None:
+        runner = ctx.runner
+        if runner is None:
             raise RpcFault(
                 NO_PROVIDER.code,
                 "reconcile needs STRIPE_SANDBOX_SECRET_KEY (looked in: environment); it is not set",
             )
-        start = ctx.now() - DEFAULT_RECONCILE_S if since is None else since
+        start = ctx.now() - ctx.settings.reconcile_window_s if since is None else since
         try:
-            reported = await ctx.reconciler.settled_since(start)
+            report = await runner.run(trigger=Trigger.RPC, actor=caller, since=start)
+        except LeaseHeld as held:
+            raise RpcFault(
+                RUN_IN_PROGRESS.code, RUN_IN_PROGRESS.message, held.holder.as_json()
+            ) from None
+        except LeaseLost as lost:
+            raise RpcFault(RUN_IN_PROGRESS.code, str(lost)) from None
         except ProviderError as exc:
             raise RpcFault(PROVIDER_DOWN.code, str(exc)) from None
-        result: dict[str, Any] = {
-            "since": start,
-            "checked": len(reported),
-            "credited": [],
-            "refunded": [],
-            "already_done": 0,
-            "not_credited": [],
-        }
-        for event in reported:
-            outcome, detail = await ctx.write(
-                partial(_reconcile_one, event=event, actor=caller, now=ctx.now())
-            )
-            if outcome is Outcome.CREDITED:
-                result["credited"].append(detail)
-            elif outcome in CHANGED:
-                result["refunded"].append({**detail, "outcome": outcome.value})
-            elif outcome in (Outcome.DUPLICATE, Outcome.RECORDED, Outcome.PARKED):
-                result["already_done"] += 1
-            else:
-                result["not_credited"].append(detail)
-        return result
+        except (TimeoutError, apsw.BusyError):
+            raise RpcFault(
+                UNCERTAIN.code,
+                "the database did not confirm in time: some events may have been applied; "
+                "reconciling again is safe (each event is applied once)",
+            ) from None
+        except (StoreError, apsw.Error) as exc:
+            raise RpcFault(UNAVAILABLE.code, f"{UNAVAILABLE.message}: {exc}") from None
+        return report.as_result()
 
     return registry
-
-
-def _reconcile_one(
-    conn: apsw.Connection, *, event: ProviderEvent, actor: str, now: int
-) -> tuple[Outcome, dict[str, Any]]:
-    """Apply one reported event and, if it moved money, audit it: one transaction."""
-    done = apply_event(conn, event, now=now)
-    detail: dict[str, Any] = {
-        "checkout_id": event.checkout_id,
-        "payment": event.external_ref,
-        "sid": done.sid,
-        "amount": done.amount,
-        "currency": event.currency,
-    }
-    if done.outcome in CHANGED:
-        audit.record(
-            conn, at=now, actor=actor, method="reconcile",
-            params={"event_id": event.event_id, "kind": event.kind.value}, result=detail,
-        )  # fmt: skip
-    elif done.outcome is not Outcome.DUPLICATE:
-        detail = {"checkout_id": event.checkout_id, "outcome": done.outcome.value,
-                  "detail": done.detail or event.note}  # fmt: skip
-    return done.outcome, detail
 
 
 def _adjust(
@@ -505,6 +529,10 @@ def _adjust(
         idempotency_key=key,
     )  # fmt: skip
     return {**result, "audit_id": audit_id, "replayed": False}
+
+
+def _run(run: reconcile_runs.ReconcileRun | None) -> dict[str, Any] | None:
+    return None if run is None else run.as_json()
 
 
 def _user(user: users.User) -> dict[str, Any]:

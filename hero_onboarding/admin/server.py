@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from .. import __version__, sd_notify
 from ..config import ADMIN_SERVICE, Secret, Settings
 from ..payments.stripe_provider import StripeCheckouts
 from ..rpc.server import ServiceInfo, bind_unix_socket, create_rpc_app, serving_on_socket
 from ..serving import open_store
+from ..store import Store
 from .methods import AdminContext, build_registry
+from .reconcile_run import ReconcileRunner
+from .reconcile_schedule import ReconcileSchedule, scheduled
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,9 @@ async def serve_admin(
     """Take the socket, open the store, answer until `stop`, then close both (socket removed).
 
     The socket (and the lock beside it) comes first: a second daemon learns that one is running
-    before it touches the database.
+    before it touches the database. With a provider and a non-zero --reconcile-interval-s,
+    reconciliation runs on a timer while the daemon answers; stopping cancels a run under way
+    between two events (each event is its own transaction) and records it as interrupted.
     """
     bound = await asyncio.to_thread(bind_unix_socket, settings.admin_socket_path)
     try:
@@ -40,16 +46,19 @@ async def serve_admin(
             else None
         )
         try:
-            ctx = AdminContext(settings, store, reconciler)
+            schedule = _schedule(settings, store, reconciler)
+            ctx = AdminContext(settings, store, reconciler, schedule=schedule)
             app = create_rpc_app(build_registry(ctx), SERVICE)
-            async with serving_on_socket(
-                app, bound, shutdown_timeout_s=settings.shutdown_timeout_s
+            async with (
+                serving_on_socket(app, bound, shutdown_timeout_s=settings.shutdown_timeout_s),
+                scheduled(schedule),
             ):
                 log.info(
-                    "admin daemon answering on %s (database %s, reconcile %s)",
+                    "admin daemon answering on %s (database %s, reconcile %s, schedule %s)",
                     bound.path,
                     settings.db_path,
                     "with Stripe" if reconciler else "off: no STRIPE_SANDBOX_SECRET_KEY",
+                    ctx.schedule_state(),
                 )
                 sd_notify.ready(f"answering on {bound.path}")
                 await stop.wait()
@@ -62,3 +71,17 @@ async def serve_admin(
     finally:
         bound.release()
     log.info("stopped")
+
+
+def _schedule(
+    settings: Settings, store: Store, reconciler: StripeCheckouts | None
+) -> ReconcileSchedule | None:
+    """The timer, when there is something to reconcile with (see AdminContext.schedule_state)."""
+    if reconciler is None or settings.provider != "stripe" or settings.reconcile_interval_s == 0:
+        return None
+    return ReconcileSchedule(
+        ReconcileRunner(store, reconciler),
+        interval_s=settings.reconcile_interval_s,
+        window_s=settings.reconcile_window_s,
+        actor=f"{ADMIN_SERVICE} schedule (pid {os.getpid()})",
+    )

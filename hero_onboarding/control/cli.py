@@ -166,6 +166,30 @@ def admin(**flags: str | None) -> None:
     run_until_signalled(partial(serve_admin, settings, secret_key))
 
 
+@cli.command("stripe-setup", epilog=EXIT_CODES_HELP)
+@click.option("--dry-run", is_flag=True, help="Say what would change, and change nothing.")
+@click.option(
+    "--recreate",
+    is_flag=True,
+    help="Delete the endpoint(s) at the URL and create one anew (it gets a new signing secret).",
+)
+@settings_options
+def stripe_setup(dry_run: bool, recreate: bool, **flags: str | None) -> None:
+    """Create or update the Stripe webhook endpoint <public-url>/webhooks/stripe.
+
+    It gets exactly the event types this service handles, in the API version it pins; run it
+    again any time, it changes only what differs. STRIPE_SANDBOX_SECRET_KEY is the account's
+    key (sk_test_ or sk_live_); --stripe-api-base points it at the local sandbox. A new
+    endpoint's signing secret is printed once, on stdout: store it as
+    STRIPE_WEBHOOK_SIGNING_KEY. See docs/stripe-test-mode.md.
+    """
+    from .stripe_setup import run  # here: other commands need none of it
+
+    settings = load_settings(os.environ, flags)
+    lookup = resolve(os.environ, (SECRET_KEY,), sandbox_mode=settings.mode == "sandbox")
+    run(settings, lookup, dry_run=dry_run, recreate=recreate)
+
+
 cli.add_command(rpc_command)
 cli.add_command(supervise_command)
 cli.add_command(check_command)

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from ..config import ConfigError, http_url, without_credentials
-from ..sandbox.config import DEFAULT_PORT, SandboxConfig, WebhookEndpoint
+from ..sandbox.config import DEFAULT_PORT, DEFAULT_RETRY_DELAYS_S, SandboxConfig, WebhookEndpoint
 from .foreground import run_until_signalled
 from .logs import configure_logging
 from .secrets import SECRET_KEY, SecretLookup, sandbox_keys_lookup, webhook_signing_keys
@@ -69,8 +69,10 @@ class Seconds(click.ParamType):
     help="Comma-separated event types the endpoints receive (`*` for all, `checkout.session.*`).",
 )  # fmt: skip
 @click.option(
-    "--retry-delays", type=Seconds(), default="1,10,60,600,3600", show_default=True,
-    help="Seconds to wait before each retry of a failed delivery; their count bounds retries.",
+    "--retry-delays", type=Seconds(), default=",".join(f"{d:g}" for d in DEFAULT_RETRY_DELAYS_S),
+    show_default=True,
+    help="Seconds to wait before each retry of a failed delivery; their count bounds retries "
+    "(default: Stripe's test mode, 3 retries over a few hours; e.g. 0.1,0.1,0.1 for tests).",
 )  # fmt: skip
 @click.option(
     "--attempt-timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,

@@ -15,16 +15,14 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from ..billing import Fulfilment, Outcome
+from ..billing import MOVED_MONEY, Fulfilment, Outcome
 from ..payments.stripe_api import HANDLED_EVENT_TYPES
 
 PREFIX: Final = "hero_onboarding_"
 # Webhook types we act on keep their own label; any other verified type is counted as "other".
 KNOWN_EVENT_TYPES: Final = frozenset(HANDLED_EVENT_TYPES)
 # Outcomes that gave money back or took it: counted with their amount, per path.
-REVERSALS: Final = frozenset({
-    Outcome.REFUNDED, Outcome.REFUND_REVERSED, Outcome.DISPUTED, Outcome.DISPUTE_REVERSED
-})  # fmt: skip
+REVERSALS: Final = MOVED_MONEY - {Outcome.CREDITED}
 UNVERIFIED: Final = "unverified"
 # Request latencies: a page is a few ms, a checkout waits on the provider for up to seconds.
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

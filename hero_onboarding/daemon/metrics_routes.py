@@ -10,8 +10,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
-from .keys import METRICS, SETTINGS
+from .keys import CLOCK, METRICS, SETTINGS, STORE
 from .peers import client_address, within
+from .reconcile_metrics import reconcile_exposition
 
 # A label value per method a client can invent would grow the series without bound.
 COUNTED_METHODS: Final = frozenset({"GET", "HEAD", "POST"})
@@ -45,7 +46,8 @@ async def metrics_page(request: web.Request) -> web.Response:
         # Behind a proxy that was not named in --client-ip-header, the peer is the proxy and
         # says nothing about the client: refuse rather than serve the internet as "localhost".
         return web.Response(status=403, text="metrics are not served to this address\n")
+    runs = await reconcile_exposition(request.app[STORE], now=int(request.app[CLOCK]()))
     return web.Response(
-        body=generate_latest(request.app[METRICS].registry),
+        body=generate_latest(request.app[METRICS].registry) + runs,
         headers={"Content-Type": CONTENT_TYPE_LATEST},
     )

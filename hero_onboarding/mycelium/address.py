@@ -1,8 +1,8 @@
 """Mycelium addresses: parsing what a person types, and deriving one from a public key.
 
 No I/O. A Mycelium address is an IPv6 address in 400::/7 whose 16 bytes are BLAKE3 of the node's
-x25519 public key, first byte forced to 0x04 | (popcount(byte0) & 1) (mycelium >= 0.5.0; see
-../shared/reference/hero-ecosystem.md §4.1). One canonical text form (RFC 5952, what `ipaddress`
+x25519 public key, first byte forced to 0x04 | (popcount(byte0) & 1) (mycelium >= 0.5.0, its
+`address_from_public_key`). One canonical text form (RFC 5952, what `ipaddress`
 prints) keys the users table, so `04a1:0::1` and `4a1::1` are one user.
 """
 

@@ -1,8 +1,8 @@
 """A client for hero_proc, the Hero process supervisor and secret store.
 
-hero_proc has no public source, SDK or protocol document (../shared/reference/hero-ecosystem.md
-§2 and §6). Everything this module assumes about it is an assumption modelled on zinit, its
-predecessor (§1), and on the Hero socket spec (§3.2). The assumptions all live here, each
+hero_proc has no public source, SDK or protocol document. Everything this module assumes about
+it is an assumption modelled on zinit, its predecessor, and on the Hero socket spec (HTTP/1.1
+over a Unix socket, JSON-RPC 2.0 on POST /rpc). The assumptions all live here, each
 marked `ASSUMPTION`, so that meeting the real hero_proc means changing this file only:
 
 - where its socket is (`hero_proc_socket`);

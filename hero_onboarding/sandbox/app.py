@@ -13,9 +13,10 @@ import jinja2
 from aiohttp import web
 
 from .. import __version__
-from . import api, controls, page
+from . import api, controls, endpoints, money_api, money_controls, page
 from .buyer import Buyer
 from .config import SERVICE_NAME, SandboxConfig
+from .endpoint_store import delivery_targets
 from .engine import Sandbox
 from .keys import BUYER, CONFIG, DISPATCHER, POKE, SANDBOX, SAVE, TEMPLATES
 from .middleware import auth_middleware, commit_middleware, errors_middleware
@@ -54,7 +55,9 @@ def create_sandbox_app(
             raise
         dispatcher.start_deliveries(ready)
 
-    dispatcher = WebhookDispatcher(config, state, save=save, clock=clock)
+    dispatcher = WebhookDispatcher(
+        config, state, save=save, clock=clock, registered=lambda: delivery_targets(state)
+    )
     sandbox = Sandbox(config, state, clock=clock, publish=dispatcher.publish)
     wake = asyncio.Event()
 
@@ -72,7 +75,10 @@ def create_sandbox_app(
     )
     app.router.add_get("/health", health)
     app.add_routes(api.routes)
+    app.add_routes(endpoints.routes)
+    app.add_routes(money_api.routes)
     app.add_routes(controls.routes)
+    app.add_routes(money_controls.routes)
     app.add_routes(page.routes)
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:

@@ -163,7 +163,7 @@ class Buyer:
                 "name": form.name,
             }
             return PayResult(challenge=attempt)
-        return self._charge_card(session, details, form.email, form.name)
+        return self._charge_card(session, card, details, form.email, form.name)
 
     def authenticate(self, checkout_id: str, attempt: str, *, approved: bool) -> PayResult:
         """The buyer's answer to a 3-D Secure challenge (Complete or Fail on the sandbox page)."""
@@ -177,10 +177,12 @@ class Buyer:
         if card.after_3ds is not None:
             return _declined(card.after_3ds)
         return self._charge_card(
-            session, challenge["details"], challenge["email"], challenge["name"]
+            session, card, challenge["details"], challenge["email"], challenge["name"]
         )
 
-    def _charge_card(self, session: Obj, details: Obj, email: str, name: str) -> PayResult:
+    def _charge_card(
+        self, session: Obj, card: cards.TestCard, details: Obj, email: str, name: str
+    ) -> PayResult:
         intent, charge = self._sandbox.create_payment(session, "card", details, email, name)
         self._sandbox.mark_paid(intent, charge)
         self._sandbox.complete_session(session, intent, email, name, paid=True)
@@ -188,6 +190,13 @@ class Buyer:
         self._sandbox.emit("payment_intent.succeeded", intent)
         self._sandbox.emit("checkout.session.completed", session)
         log.info("%s paid by card: %s", session["id"], amount_text(session))
+        if card.refund_failure is not None:
+            self._sandbox.state.charge_behaviours[charge["id"]] = {
+                "refund_failure": card.refund_failure
+            }
+        if card.dispute is not None:  # the issuer opens it once the payment went through
+            inquiry = card.dispute == cards.INQUIRY
+            self._sandbox.disputes.open(charge, amount=None, reason=card.dispute, inquiry=inquiry)
         return PayResult(redirect=_success_url(session))
 
     def _pay_by_bank(self, session: Obj, form: PaymentForm) -> PayResult:

@@ -1,6 +1,6 @@
 """Stripe's test cards and test bank accounts, and what each one does on the hosted page.
 
-Numbers and outcomes follow docs.stripe.com/testing (../shared/reference/stripe.md §7). A card
+Numbers and outcomes follow docs.stripe.com/testing. A card
 that passes the Luhn check but is not on the list is refused the way Stripe's test mode refuses
 real cards.
 """
@@ -25,8 +25,13 @@ class TestCard:
     decline_code: str | None = None
     # For 3-D Secure cards: what happens once the buyer authenticates.
     after_3ds: str | None = None
+    # After the payment succeeds: the dispute the card's issuer opens (a reason, or "inquiry").
+    dispute: str | None = None
+    # Refunds of this card's payments succeed, then fail with this reason.
+    refund_failure: str | None = None
 
 
+INQUIRY: Final = "inquiry"
 GENERIC_DECLINE: Final = "Your card was declined."
 DECLINE_MESSAGES: Final = {
     "generic_decline": GENERIC_DECLINE,
@@ -57,6 +62,12 @@ TEST_CARDS: Final[dict[str, TestCard]] = {
     "4000000000000119": TestCard("visa", Result.DECLINED, "processing_error"),
     "4100000000000019": TestCard("visa", Result.DECLINED, "fraudulent"),
     "4000000000000341": TestCard("visa", Result.DECLINED, "generic_decline"),
+    "4000000000000259": TestCard("visa", Result.SUCCEEDS, dispute="fraudulent"),
+    "4000000000002685": TestCard("visa", Result.SUCCEEDS, dispute="product_not_received"),
+    "4000000000001976": TestCard("visa", Result.SUCCEEDS, dispute=INQUIRY),
+    "4000000000005126": TestCard(
+        "visa", Result.SUCCEEDS, refund_failure="expired_or_canceled_card"
+    ),
     "4000002500003155": TestCard("visa", Result.NEEDS_3DS),
     "4000002760003184": TestCard("visa", Result.NEEDS_3DS),
     "4000008260003178": TestCard("visa", Result.NEEDS_3DS, after_3ds="insufficient_funds"),

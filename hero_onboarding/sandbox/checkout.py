@@ -33,7 +33,8 @@ SUPPORTED_INTENT_DATA: Final = frozenset({
 })  # fmt: skip
 SUPPORTED_LINE_ITEM: Final = frozenset({"metadata", "price", "price_data", "quantity"})
 SUPPORTED_PRICE_DATA: Final = frozenset({"currency", "product_data", "unit_amount"})
-EXPANDABLE: Final = frozenset({"line_items", "payment_intent"})
+EXPANDABLE: Final = frozenset({"customer", "line_items", "payment_intent"})
+INTENT_EXPANDABLE: Final = frozenset({"latest_charge"})
 # Delayed-notification method the hosted page offers, per currency (ACH for USD only).
 ASYNC_METHODS: Final = {"usd": "us_bank_account"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-# Minimum charge in minor units, from docs.stripe.com/currencies (../shared/reference/stripe.md).
+# Minimum charge in minor units, from docs.stripe.com/currencies.
 MINIMUM_CHARGE: Final[dict[str, int]] = {
     "usd": 50, "eur": 50, "gbp": 30, "cad": 50, "aud": 50, "nzd": 50, "sgd": 50, "chf": 50,
     "brl": 50, "inr": 50, "jpy": 50, "hkd": 400, "mxn": 1000, "dkk": 250, "nok": 300,

@@ -1,4 +1,6 @@
-"""The sandbox's behaviour: sessions, payments, refunds, expiry and the events they cause.
+"""The sandbox's behaviour: sessions, payments, expiry and the events they cause.
+
+Refunds and disputes live in refunds.py and disputes.py, on top of the charges kept here.
 
 Methods change `SandboxState` synchronously on the event loop (no awaits inside a change, so no
 request ever sees half of one); callers then await `StateFile.save` through the app. Every event
@@ -15,16 +17,19 @@ from typing import Any, Final
 
 from ..money import format_amount
 from . import cards, objects
-from .checkout import EXPANDABLE, check_expand, check_metadata, plan_session
+from .checkout import EXPANDABLE, INTENT_EXPANDABLE, check_expand, plan_session
 from .config import SandboxConfig
-from .errors import StripeApiError, invalid, missing_resource
+from .disputes import Disputes
+from .errors import invalid, missing_resource
 from .ids import session_id
 from .listing import in_range, paginate, type_matches
+from .refunds import Refunds
 from .state import Obj, SandboxState
 
 log = logging.getLogger(__name__)
 
 EVENT_RETENTION_S: Final = 30 * 86400  # Stripe serves events for 30 days
+MAX_EVENT_TYPES: Final = 20
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class Sandbox:
         self.state = state
         self.clock = clock
         self._publish = publish
+        self.refunds = Refunds(self)
+        self.disputes = Disputes(self)
         # Bumped by every event emitted or forgotten. Changes no API request answers for (the
         # clock's work, an expiry found on a page visit) are saved by whoever sees it move.
         self.revision = 0
@@ -98,7 +105,7 @@ class Sandbox:
     def render_session(self, session: Obj, expand: list[str]) -> Obj:
         """The session as the API serves it, with `expand[]` applied."""
         check_expand(expand, EXPANDABLE)
-        rendered = dict(session)
+        rendered = dict(session)  # `customer` expands to itself: the sandbox makes no customers
         if "payment_intent" in expand and session["payment_intent"]:
             rendered["payment_intent"] = self.state.payment_intents[session["payment_intent"]]
         if "line_items" in expand:
@@ -206,8 +213,9 @@ class Sandbox:
         )
         charge = objects.charge(created=now, intent=intent, method_details=details, email=email)
         charge["billing_details"]["name"] = name or None
-        intent["latest_charge"] = charge["id"]
         self.state.payment_intents[intent["id"]] = intent
+        self.emit("payment_intent.created", intent)  # Checkout creates it at confirmation
+        intent.update(status="processing", latest_charge=charge["id"])
         self.state.charges[charge["id"]] = charge
         return intent, charge
 
@@ -254,52 +262,32 @@ class Sandbox:
             raise missing_resource("payment_intent", intent_id, param=param)
         return intent
 
-    def refund(self, params: Obj, meta: RequestMeta) -> Obj:
+    def render_payment_intent(self, intent: Obj, expand: list[str] | None) -> Obj:
+        """The PaymentIntent as the API serves it, with `expand[]=latest_charge` applied."""
+        check_expand(expand, INTENT_EXPANDABLE)
+        rendered = dict(intent)
+        if "latest_charge" in (expand or ()) and intent["latest_charge"]:
+            rendered["latest_charge"] = self.state.charges[intent["latest_charge"]]
+        return rendered
+
+    def charge(self, charge_id: str, param: str = "charge") -> Obj:
+        found = self.state.charges.get(charge_id)
+        if found is None:
+            raise missing_resource("charge", charge_id, param=param)
+        return found
+
+    def charge_of(self, params: Obj) -> Obj:
+        """The charge that `payment_intent` or `charge` (exactly one of them) names."""
         if ("charge" in params) == ("payment_intent" in params):
             raise invalid("Provide exactly one of charge or payment_intent", param="payment_intent")
-        if "payment_intent" in params:
-            intent = self.payment_intent(params["payment_intent"], "payment_intent")
-            charge_id = intent["latest_charge"]
-        else:
-            charge_id = params["charge"]
-        charge = self.state.charges.get(charge_id or "")
-        if charge is None:
-            raise missing_resource("charge", str(params.get("charge")), param="charge")
-        if charge["status"] != "succeeded":
+        if "charge" in params:
+            return self.charge(params["charge"])
+        intent = self.payment_intent(params["payment_intent"], "payment_intent")
+        if intent["latest_charge"] is None:
             raise invalid(
-                f"Charge {charge['id']} has not succeeded, so it cannot be refunded",
-                param="charge",
+                f"PaymentIntent {intent['id']} has no charge to act on", param="payment_intent"
             )
-        remaining = charge["amount"] - charge["amount_refunded"]
-        if remaining <= 0:
-            raise StripeApiError(
-                400,
-                f"Charge {charge['id']} has already been refunded.",
-                code="charge_already_refunded",
-            )
-        check_metadata(params.get("metadata"), "metadata")
-        amount = params.get("amount", remaining)
-        if amount < 1 or amount > remaining:
-            raise invalid(
-                f"Refund amount ({amount}) must be between 1 and the unrefunded amount on the "
-                f"charge ({remaining}).",
-                param="amount",
-                code="amount_too_large" if amount > remaining else None,
-            )
-        refund = objects.refund(
-            created=self.now(),
-            charge_obj=charge,
-            amount=amount,
-            reason=params.get("reason"),
-            meta=params.get("metadata") or {},
-        )
-        self.state.refunds[refund["id"]] = refund
-        previous = {"amount_refunded": charge["amount_refunded"], "refunded": charge["refunded"]}
-        charge["amount_refunded"] += amount
-        charge["refunded"] = charge["amount_refunded"] == charge["amount"]
-        self.emit("refund.created", refund, meta)
-        self.emit("charge.refunded", charge, meta, previous)
-        return refund
+        return self.charge(intent["latest_charge"])
 
     def event(self, event_id: str) -> Obj:
         found = self.state.events.get(event_id)
@@ -308,13 +296,21 @@ class Sandbox:
         return found
 
     def list_events(self, query: Obj) -> Obj:
-        types = set(query.get("types") or ())
-        if "type" in query:
-            types.add(query["type"])
+        """Stripe's filters: `type` (a name or `prefix.*`) or `types` (up to 20 exact names)."""
+        if "type" in query and "types" in query:
+            raise invalid(
+                "You may pass either type or types, but not both.",
+                param="types",
+                code="parameters_exclusive",
+            )
+        types = query.get("types") or []
+        if len(types) > MAX_EVENT_TYPES:
+            raise invalid(f"types: at most {MAX_EVENT_TYPES} event types", param="types")
 
         def keep(event: Obj) -> bool:
             return (
-                (not types or any(type_matches(pattern, event["type"]) for pattern in types))
+                ("type" not in query or type_matches(query["type"], event["type"]))
+                and (not types or event["type"] in types)
                 and in_range(event["created"], query.get("created"))
                 and (
                     "delivery_success" not in query
@@ -328,9 +324,10 @@ class Sandbox:
         self,
         event_type: str,
         obj: Obj,
-        meta: RequestMeta = AUTOMATIC,
+        meta: RequestMeta | None = None,
         previous: Obj | None = None,
     ) -> Obj:
+        meta = meta or AUTOMATIC
         event = objects.event(
             created=self.now(),
             event_type=event_type,
@@ -359,6 +356,7 @@ class Sandbox:
                 self.expire(session, AUTOMATIC)
             else:
                 upcoming.append(session["expires_at"])
+        upcoming.extend(self.refunds.run_due(now))
         for checkout_id, settlement in list(self.state.settlements.items()):
             due_at = settlement["due_at"]
             if due_at is None:

@@ -27,6 +27,7 @@ from .ids import new_id
 from .keys import CONFIG, SANDBOX, SAVE
 from .objects import API_VERSION
 from .params import Schema, coerce
+from .versions import check_version
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ REQUEST_ID: Final = web.RequestKey("sandbox_request_id", str)
 # Set once a POST got past validation: from then on its answer is kept for its idempotency key.
 EXECUTED: Final = web.RequestKey("sandbox_executed", bool)
 BODY: Final = web.RequestKey("sandbox_body", str)
+# The API version the request asked for (Stripe-Version), once the sandbox agreed to render it.
+VERSION: Final = web.RequestKey("sandbox_version", str)
 API_PREFIXES: Final = ("/v1/", "/_sandbox/")
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY: Final = 255
@@ -55,7 +58,7 @@ def stripe_json(body: Any, *, status: int = 200) -> web.Response:
 
 
 def _dumps(body: Any) -> str:
-    return json.dumps(body, indent=2)
+    return json.dumps(body, indent=2, ensure_ascii=False)  # UTF-8 on the wire, as Stripe
 
 
 @web.middleware
@@ -79,7 +82,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         )
         response = stripe_json(internal_error().body(request_id), status=500)
     response.headers["Request-Id"] = request_id
-    response.headers["Stripe-Version"] = API_VERSION
+    response.headers["Stripe-Version"] = request.get(VERSION, API_VERSION)
     return response
 
 
@@ -92,15 +95,19 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> StripeApiError:
         return StripeApiError(
             exc.status,
             f"Unrecognized request URL ({request.method}: {request.path}). The sandbox serves "
-            "the Checkout Session, PaymentIntent, Refund and Event endpoints.",
+            "the Checkout Session, PaymentIntent, Charge, Refund, Dispute and Event endpoints.",
         )
     return StripeApiError(exc.status, f"{exc.reason}: {exc.text}" if exc.text else exc.reason)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The API key first, then the API version: never answer in a version not asked for."""
     if is_api(request):
         check_api_key(request.headers.get("Authorization", ""), request.app[CONFIG])
+        asked = request.headers.get("Stripe-Version")
+        if asked is not None:
+            request[VERSION] = check_version(asked.strip())
     return await handler(request)
 
 
@@ -242,9 +249,11 @@ def _forget_old_keys(records: dict[str, Any], cutoff: int) -> None:
 
 
 async def _fingerprint(request: web.Request) -> str:
-    """The request as sent, in order: the same key with reordered list params is other params."""
-    body = await body_text(request)
-    canonical = json.dumps([request.method, request.path, request.rel_url.raw_query_string, body])
+    """The request's parsed params, as Stripe compares them: `a=1&b=2` and `b=2&a=1` are the
+    same params, `x[0]=a&x[1]=b` and `x[0]=b&x[1]=a` are not (a list keeps its order)."""
+    body = parse_pairs(parse_qsl(await body_text(request), keep_blank_values=True))
+    query = parse_pairs(_query_pairs(request))
+    canonical = json.dumps([request.method, request.path, query, body], sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

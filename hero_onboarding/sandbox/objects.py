@@ -7,6 +7,8 @@ is stored, persisted and served is one and the same.
 
 from __future__ import annotations
 
+import secrets
+import string
 from typing import Any, Final
 
 from .ids import new_id
@@ -201,45 +203,77 @@ def payment_intent(
         "source": None,
         "statement_descriptor": data.get("statement_descriptor"),
         "statement_descriptor_suffix": data.get("statement_descriptor_suffix"),
-        "status": "processing",
+        "status": "requires_payment_method",
         "transfer_data": None,
         "transfer_group": None,
     }
 
 
 def charge(*, created: int, intent: Obj, method_details: Obj, email: str) -> Obj:
-    """The Charge behind a PaymentIntent (Stripe's schema for it is stubbed in our subset)."""
+    """The Charge behind a PaymentIntent: every key of Stripe's charge schema (refunds only
+    when expanded, as since API 2022-11-15)."""
     return {
         "id": new_id("ch_"),
         "object": "charge",
         "amount": intent["amount"],
         "amount_captured": 0,
         "amount_refunded": 0,
+        "application": None,
+        "application_fee": None,
+        "application_fee_amount": None,
         "balance_transaction": None,
-        "billing_details": {"address": None, "email": email, "name": None, "phone": None},
+        "billing_details": {
+            "address": None,
+            "email": email,
+            "name": None,
+            "phone": None,
+            "tax_id": None,
+        },
+        "calculated_statement_descriptor": None,
         "captured": False,
         "created": created,
         "currency": intent["currency"],
         "customer": None,
         "description": intent["description"],
         "disputed": False,
+        "failure_balance_transaction": None,
         "failure_code": None,
         "failure_message": None,
+        "fraud_details": {},
         "livemode": False,
         "metadata": dict(intent["metadata"]),
+        "on_behalf_of": None,
         "outcome": None,
         "paid": False,
         "payment_intent": intent["id"],
         "payment_method": intent["payment_method"],
         "payment_method_details": method_details,
         "receipt_email": intent["receipt_email"],
+        "receipt_number": None,
+        "receipt_url": None,
         "refunded": False,
+        "review": None,
+        "shipping": None,
+        "source_transfer": None,
+        "statement_descriptor": intent["statement_descriptor"],
+        "statement_descriptor_suffix": intent["statement_descriptor_suffix"],
         "status": "pending",
+        "transfer_data": None,
+        "transfer_group": None,
     }
 
 
-def refund(*, created: int, charge_obj: Obj, amount: int, reason: str | None, meta: Obj) -> Obj:
-    return {
+def refund(
+    *,
+    created: int,
+    charge_obj: Obj,
+    amount: int,
+    reason: str | None,
+    meta: Obj,
+    status: str,
+) -> Obj:
+    """A Refund as the API serves it; failure_reason appears only once it fails."""
+    refund_obj: Obj = {
         "id": new_id("re_"),
         "object": "refund",
         "amount": amount,
@@ -250,8 +284,97 @@ def refund(*, created: int, charge_obj: Obj, amount: int, reason: str | None, me
         "metadata": dict(meta),
         "payment_intent": charge_obj["payment_intent"],
         "reason": reason,
-        "status": "succeeded",
+        "receipt_number": None,
+        "source_transfer_reversal": None,
+        "status": status,
+        "transfer_reversal": None,
     }
+    if charge_obj["payment_method_details"]["type"] == "card":
+        refund_obj["destination_details"] = {
+            "card": {
+                "reference": "".join(secrets.choice(string.digits) for _ in range(12)),
+                "reference_status": "available",
+                "reference_type": "acquirer_reference_number",
+                "type": "refund",
+            },
+            "type": "card",
+        }
+    return refund_obj
+
+
+def balance_transaction(
+    *, created: int, amount: int, currency: str, source: str, description: str, category: str
+) -> Obj:
+    """A dispute's withdrawal or reinstatement, as Stripe lists it in balance_transactions."""
+    return {
+        "id": new_id("txn_"),
+        "object": "balance_transaction",
+        "amount": amount,
+        "available_on": created,
+        "created": created,
+        "currency": currency,
+        "description": description,
+        "exchange_rate": None,
+        "fee": 0,
+        "fee_details": [],
+        "net": amount,
+        "reporting_category": category,
+        "source": source,
+        "status": "available",
+        "type": "adjustment",
+    }
+
+
+def dispute(
+    *, created: int, charge_obj: Obj, amount: int, reason: str, inquiry: bool, due_by: int
+) -> Obj:
+    """A dispute just opened: a chargeback (needs_response) or an inquiry (warning_...)."""
+    card = charge_obj["payment_method_details"].get("card") or {}
+    return {
+        "id": new_id("du_"),
+        "object": "dispute",
+        "amount": amount,
+        "balance_transactions": [],
+        "charge": charge_obj["id"],
+        "created": created,
+        "currency": charge_obj["currency"],
+        "enhanced_eligibility_types": [],
+        "evidence": {**dict.fromkeys(EVIDENCE_FIELDS), "enhanced_evidence": {}},
+        "evidence_details": {
+            "due_by": due_by,
+            "enhanced_eligibility": {},
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+        },
+        "is_charge_refundable": False,
+        "livemode": False,
+        "metadata": {},
+        "payment_intent": charge_obj["payment_intent"],
+        "payment_method_details": {
+            "card": {
+                "brand": card.get("brand", "visa"),
+                "case_type": "inquiry" if inquiry else "chargeback",
+                "network": card.get("network", "visa"),
+                "network_reason_code": None,
+            },
+            "type": "card",
+        },
+        "reason": reason,
+        "status": "warning_needs_response" if inquiry else "needs_response",
+    }
+
+
+EVIDENCE_FIELDS: Final = (
+    "access_activity_log", "billing_address", "cancellation_policy",
+    "cancellation_policy_disclosure", "cancellation_rebuttal", "customer_communication",
+    "customer_email_address", "customer_name", "customer_purchase_ip", "customer_signature",
+    "duplicate_charge_documentation", "duplicate_charge_explanation", "duplicate_charge_id",
+    "product_description", "receipt", "refund_policy", "refund_policy_disclosure",
+    "refund_refusal_explanation", "service_date", "service_documentation", "shipping_address",
+    "shipping_carrier", "shipping_date", "shipping_documentation", "shipping_tracking_number",
+    "uncategorized_file", "uncategorized_text",
+)  # fmt: skip
 
 
 def event(

@@ -32,6 +32,11 @@ class SandboxState:
     payment_intents: dict[str, Obj] = field(default_factory=dict)
     charges: dict[str, Obj] = field(default_factory=dict)
     refunds: dict[str, Obj] = field(default_factory=dict)
+    disputes: dict[str, Obj] = field(default_factory=dict)
+    # Refunds due to change status on their own: refund id -> {status, failure_reason, due_at}.
+    refund_transitions: dict[str, Obj] = field(default_factory=dict)
+    # What a test card makes happen to its charge later: charge id -> {refund_failure}.
+    charge_behaviours: dict[str, Obj] = field(default_factory=dict)
     events: dict[str, Obj] = field(default_factory=dict)
     deliveries: dict[str, Obj] = field(default_factory=dict)
     idempotency: dict[str, Obj] = field(default_factory=dict)
@@ -39,6 +44,9 @@ class SandboxState:
     settlements: dict[str, Obj] = field(default_factory=dict)
     # 3-D Secure challenges waiting on the buyer: attempt id -> {session, card, email, name}.
     challenges: dict[str, Obj] = field(default_factory=dict)
+    # Endpoints made through /v1/webhook_endpoints (as served), and their signing secrets.
+    webhook_endpoints: dict[str, Obj] = field(default_factory=dict)
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT_VERSION, **asdict(self)}, separators=(",", ":"))

@@ -7,6 +7,11 @@ as Stripe signs (`Stripe-Signature: t=<now>,v1=<hmac>,v0=<decoy>`, fresh on ever
 only a 2xx counts, redirects included as failures. Failures wait `retry_delays_s[n]` before the
 next attempt, and the delivery fails for good when the delays run out. Deliveries live in the
 sandbox state, so with a state file a restart resumes the retries it owed.
+
+Endpoints come from the config (`--webhook`) and from /v1/webhook_endpoints (`registered`,
+read at each publish and attempt, so a change or a deletion applies at once). A registered
+endpoint gets only its enabled_events, signed with its own secret, and carries its api_version:
+the payload keeps the sandbox's one shape, but `api_version` says what Stripe's would.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 import aiohttp
@@ -52,8 +57,10 @@ class WebhookDispatcher:
         *,
         save: Callable[[], Awaitable[None]],
         clock: Callable[[], float] = time.time,
+        registered: Callable[[], Iterable[WebhookEndpoint]] = tuple,
     ) -> None:
         self._config = config
+        self._registered = registered
         self._state = state
         self._save = save
         self._clock = clock
@@ -83,7 +90,7 @@ class WebhookDispatcher:
 
     def publish(self, event: Obj) -> int:
         """Queue `event` for every endpoint that wants its type; return how many."""
-        wanted = [e for e in self._endpoints.values() if e.wants(event["type"])]
+        wanted = [e for e in self._all_endpoints() if e.wants(event["type"])]
         self._queued.extend(self._new_delivery(event, endpoint) for endpoint in wanted)
         return len(wanted)
 
@@ -91,7 +98,7 @@ class WebhookDispatcher:
         """A manual resend: one more delivery per endpoint (or the one at `url`)."""
         endpoints = [
             e
-            for e in self._endpoints.values()
+            for e in self._all_endpoints()
             if (url is None and e.wants(event["type"])) or e.url == url
         ]
         deliveries = [self._new_delivery(event, endpoint) for endpoint in endpoints]
@@ -118,7 +125,17 @@ class WebhookDispatcher:
         return len(self._tasks)
 
     def knows(self, url: str) -> bool:
-        return url in self._endpoints
+        return any(endpoint.url == url for endpoint in self._all_endpoints())
+
+    def _all_endpoints(self) -> list[WebhookEndpoint]:
+        return [*self._endpoints.values(), *self._registered()]
+
+    def _endpoint_of(self, delivery: Obj) -> WebhookEndpoint | None:
+        """The delivery's endpoint as it is now: by id if registered, else by URL."""
+        endpoint_id = delivery.get("webhook_endpoint")
+        if endpoint_id is None:
+            return self._endpoints.get(delivery["endpoint"])
+        return next((e for e in self._registered() if e.id == endpoint_id), None)
 
     def _new_delivery(self, event: Obj, endpoint: WebhookEndpoint) -> Obj:
         delivery = {
@@ -126,6 +143,7 @@ class WebhookDispatcher:
             "event": event["id"],
             "type": event["type"],
             "endpoint": endpoint.url,
+            "webhook_endpoint": endpoint.id,
             "status": "pending",
             "created": self._clock(),
             "next_attempt_at": self._clock(),
@@ -152,7 +170,7 @@ class WebhookDispatcher:
 
     async def _try(self, delivery: Obj) -> Obj | None:
         """One attempt, or None when the endpoint or the event is gone."""
-        endpoint = self._endpoints.get(delivery["endpoint"])
+        endpoint = self._endpoint_of(delivery)
         event = self._state.events.get(delivery["event"])
         if endpoint is None or event is None:
             return None
@@ -183,7 +201,10 @@ class WebhookDispatcher:
 
     async def _attempt(self, endpoint: WebhookEndpoint, event: Obj) -> Obj:
         assert self._http is not None
-        payload = json.dumps(event, indent=2)
+        # The endpoint's version names the payload; non-ASCII goes out as UTF-8, as from Stripe,
+        # and the signature covers those bytes.
+        body = {**event, "api_version": endpoint.api_version or event["api_version"]}
+        payload = json.dumps(body, indent=2, ensure_ascii=False)
         timestamp = int(self._clock())
         headers = {
             "Content-Type": "application/json; charset=utf-8",

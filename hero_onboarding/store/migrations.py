@@ -266,7 +266,29 @@ SELECT provider, 'refund_total', payment, payment, -SUM(amount), MIN(currency), 
  GROUP BY provider, payment;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
+# Self-healing (issue 13): every reconciliation run, scheduled or asked for, and the lease that
+# keeps them one at a time across processes: a run is taken in one BEGIN IMMEDIATE transaction
+# that refuses while an unfinished run's lease_until is in the future; a crashed run's lease
+# simply runs out. Rows are a few hundred bytes, one per interval: kept, like the audit.
+_RECONCILE_RUNS: Final = """
+CREATE TABLE reconcile_runs (
+    id          INTEGER PRIMARY KEY,
+    "trigger"   TEXT NOT NULL CHECK ("trigger" IN ('schedule', 'rpc')),
+    actor       TEXT NOT NULL,                 -- the daemon (pid) or the operator (uid, pid)
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    lease_until INTEGER NOT NULL,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('running', 'ok', 'failed')),
+    since       INTEGER NOT NULL,              -- the window asked about: created at or after
+    counts      TEXT,                          -- JSON: checked, credited, refunded, ...
+    error       TEXT,
+    CHECK ((outcome = 'running') = (finished_at IS NULL))
+);
+CREATE INDEX reconcile_runs_unfinished ON reconcile_runs (lease_until) WHERE outcome = 'running';
+CREATE INDEX reconcile_runs_by_outcome ON reconcile_runs (outcome);  -- and id, implicitly
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _RECONCILE_RUNS)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
