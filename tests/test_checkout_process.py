@@ -40,6 +40,19 @@ class Remote:
         return self.session.post(self.base + path, **options)
 
 
+async def logged_in_remote_buyer(http: aiohttp.ClientSession, server_url: str) -> Browser:
+    """A buyer of a server in another process, logged in through the sandbox outbox page."""
+    buyer = Browser(Remote(server_url, http))  # type: ignore[arg-type]
+    await buyer.get("/")
+    asked = await buyer.ask_for_code(ADDRESS)
+    outbox = await buyer.get(f"/sandbox/outbox?address={ADDRESS}")
+    code = CODE.search(outbox.html)
+    assert code is not None, outbox.html
+    assert (await buyer.answer(asked.challenge_id, code=code.group(1))).status == 303
+    await buyer.get("/")
+    return buyer
+
+
 @dataclass
 class Service:
     server: ServerProcess
@@ -76,14 +89,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
 async def test_a_buyer_goes_from_login_to_credited_balance(service: Service) -> None:
     jar = aiohttp.CookieJar(unsafe=True)  # cookies for a bare IP host, as a browser keeps them
     async with aiohttp.ClientSession(cookie_jar=jar) as http:
-        buyer = Browser(Remote(service.server.url, http))  # type: ignore[arg-type]
-        await buyer.get("/")
-        asked = await buyer.ask_for_code(ADDRESS)
-        outbox = await buyer.get(f"/sandbox/outbox?address={ADDRESS}")
-        code = CODE.search(outbox.html)
-        assert code is not None, outbox.html
-        assert (await buyer.answer(asked.challenge_id, code=code.group(1))).status == 303
-        await buyer.get("/")
+        buyer = await logged_in_remote_buyer(http, service.server.url)
 
         started = await buyer.post("/payment/intent?amount=1000", {})
         assert started.status == 303

@@ -42,11 +42,9 @@ from hero_onboarding.store import Store, reconcile_runs
 from hero_onboarding.store.reconcile_runs import LeaseHeld, RunOutcome, Trigger
 from tests.admin_kit import running_admin, running_rpc, short_socket_dir
 from tests.conftest import OTHER_SECRET, SIGNING_SECRET, balance_of, open_checkout
-from tests.login_kit import Browser
 from tests.processes import CLI, HERMETIC, ServerProcess, free_port, run_cli, start_daemon
 from tests.sandbox_kit import API_KEY, card_form
-from tests.shop_kit import ADDRESS, CODE
-from tests.test_checkout_process import BALANCE, Remote
+from tests.test_checkout_process import BALANCE, logged_in_remote_buyer
 from tests.waiting import wait_until, wait_until_async
 
 INTERVAL_S = 2
@@ -138,18 +136,6 @@ def start_server_process(data_dir: Path, port: int, env: dict[str, str]) -> Serv
     )
 
 
-async def _logged_in_buyer(http: aiohttp.ClientSession, server_url: str) -> Browser:
-    buyer = Browser(Remote(server_url, http))  # type: ignore[arg-type]
-    await buyer.get("/")
-    asked = await buyer.ask_for_code(ADDRESS)
-    outbox = await buyer.get(f"/sandbox/outbox?address={ADDRESS}")
-    code = CODE.search(outbox.html)
-    assert code is not None, outbox.html
-    assert (await buyer.answer(asked.challenge_id, code=code.group(1))).status == 303
-    await buyer.get("/")
-    return buyer
-
-
 async def _reconcile_info(admin: RpcClient) -> dict[str, Any]:
     return (await admin.call("info"))["reconcile"]
 
@@ -165,7 +151,11 @@ async def _sandbox_deliveries(http: aiohttp.ClientSession, sandbox_url: str) -> 
 async def _metrics(http: aiohttp.ClientSession, server_url: str) -> dict[tuple[str, str], float]:
     async with http.get(server_url + "/metrics") as response:
         assert response.status == 200
-        text = await response.text()
+        return reconcile_samples(await response.text())
+
+
+def reconcile_samples(text: str) -> dict[tuple[str, str], float]:
+    """The reconcile_* samples of a /metrics answer, by (name, outcome label)."""
     return {
         (sample.name, sample.labels.get("outcome", "")): sample.value
         for family in text_string_to_metric_families(text)
@@ -195,7 +185,7 @@ async def test_a_payment_whose_webhook_always_fails_is_credited_by_the_schedule(
         # The first run comes soon after boot, not a full interval later.
         await wait_until_async(booted, timeout=FIRST_RUN_DELAY_S + 10, what="a run after boot")
 
-        buyer = await _logged_in_buyer(http, installation.server.url)
+        buyer = await logged_in_remote_buyer(http, installation.server.url)
         started = await buyer.post("/payment/intent?amount=1000", {})
         assert started.status == 303, started.html
         assert started.location is not None
@@ -660,13 +650,7 @@ async def test_public_metrics_report_the_runs_from_the_database(client, store: S
     async def scrape() -> dict[tuple[str, str], float]:
         async with client.get("/metrics") as response:
             assert response.status == 200
-            text = await response.text()
-        return {
-            (sample.name, sample.labels.get("outcome", "")): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name.startswith("hero_onboarding_reconcile_")
-        }
+            return reconcile_samples(await response.text())
 
     before = await scrape()
     assert before == {
