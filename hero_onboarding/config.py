@@ -226,6 +226,37 @@ class Settings:
     delivery_retention_days: int = _setting(
         30, help="how long webhook delivery records are kept", check=_between(1, 3650, " days")
     )
+    request_head_timeout_s: float = _setting(
+        10.0,
+        help="how long a client has to send a whole request head (request line and headers),"
+        " from connecting or from its first byte after a kept-alive response; sending slowly"
+        " does not extend it",
+        check=_between(0.1, 600, " s"),
+    )
+    keepalive_timeout_s: float = _setting(
+        75.0,
+        help="how long an idle kept-alive connection stays open between requests",
+        check=_between(0.1, 3600, " s"),
+    )
+    body_timeout_s: float = _setting(
+        30.0,
+        help="how long a client has to send a whole request body once its head is in; then the"
+        " request fails and the connection closes",
+        check=_between(0.1, 3600, " s"),
+    )
+    max_connections: int = _setting(
+        1000,
+        help="most connections the public daemon keeps open at once; more are refused"
+        " (also kept below the open-file limit)",
+        check=_between(1, 1_000_000),
+    )
+    max_connections_per_client: int = _setting(
+        64,
+        help="most connections one client address (an IPv6 /64) may keep open; more are"
+        " refused. Not applied to peers in --trusted-proxies when --client-ip-header is set:"
+        " behind a reverse proxy every connection comes from the proxy",
+        check=_between(1, 1_000_000),
+    )
     shutdown_timeout_s: float = _setting(
         5.0, help="grace period for in-flight requests on stop", check=_between(0.1, 300, " s")
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -20,17 +20,24 @@ FORM_READ_ERRORS: Final = (ValueError, LookupError, HttpProcessingError, web.Req
 
 @asynccontextmanager
 async def listening(
-    app: web.Application, host: str, port: int, *, shutdown_timeout_s: float
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout_s: float,
+    site: Callable[[web.BaseRunner, str, int], web.BaseSite] = web.TCPSite,
 ) -> AsyncIterator[None]:
     """Serve `app` on host:port for the body of the `async with`, then drain and clean up.
 
-    A port that cannot be bound is a StartupError saying which and why, for the CLI's one line.
+    `site` makes the listening site (the public daemon's guards its connections:
+    daemon/connections.py). A port that cannot be bound is a StartupError saying which and why,
+    for the CLI's one line.
     """
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
     await runner.setup()
     try:
         try:
-            await web.TCPSite(runner, host, port).start()
+            await site(runner, host, port).start()
         except OSError as exc:
             reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc

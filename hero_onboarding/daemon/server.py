@@ -17,6 +17,7 @@ from ..payments.stripe_provider import StripeCheckouts, StripeWebhooks
 from ..payments.stub import StubCheckouts
 from ..serving import listening, open_store
 from .app import create_app
+from .connections import guarded_sites
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,15 @@ async def serve(settings: Settings, secrets: Secrets, stop: asyncio.Event) -> No
 
 
 async def _serve(app: web.Application, settings: Settings, stop: asyncio.Event) -> None:
-    async with listening(
-        app, settings.host, settings.port, shutdown_timeout_s=settings.shutdown_timeout_s
+    async with (
+        guarded_sites(settings) as site,
+        listening(
+            app,
+            settings.host,
+            settings.port,
+            shutdown_timeout_s=settings.shutdown_timeout_s,
+            site=site,
+        ),
     ):
         log.info(
             "listening on %s:%d (public URL %s, %s mode, database %s)",
