@@ -38,6 +38,7 @@ import enum
 import ipaddress
 import logging
 import resource
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -73,6 +74,10 @@ REFUSED: Final = (
     b"\r\ntoo many connections"
 )
 IPV6_CLIENT_PREFIX: Final = 64
+# Connections taken per wake-up of the listening socket, and the pause when accept() fails
+# for want of descriptors (asyncio's own loop pauses a second; half is enough here).
+ACCEPT_BATCH: Final = 64
+ACCEPT_RETRY_S: Final = 0.5
 
 
 class BodyTimeout(web.RequestPayloadError, TimeoutError):
@@ -203,48 +208,52 @@ class _Phase(enum.Enum):
 
 
 class GuardedRequestHandler(RequestHandler):
-    """aiohttp's HTTP/1.1 protocol, refused over the caps and on one deadline per phase.
+    """aiohttp's HTTP/1.1 protocol on one deadline per phase, holding one slot of the table.
 
-    See the module docstring for why this is a subclass; everything else is aiohttp's.
+    Admission happened before it exists (GuardedTCPSite); it gives its slot back when the
+    connection is lost. See the module docstring for why this is a subclass; everything else
+    is aiohttp's.
     """
 
     __slots__ = (
-        "_admitted",
         "_body",
         "_body_late",
         "_deadline",
+        "_holds_slot",
         "_key",
         "_peer_ip",
         "_phase",
         "_table",
     )
 
-    def __init__(self, manager: web.Server, *, table: ConnectionTable, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        table: ConnectionTable,
+        key: str | None,
+        peer_ip: str | None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._table = table
-        self._key: str | None = None
-        self._peer_ip: str | None = None
-        self._admitted = False
+        self._key = key
+        self._peer_ip = peer_ip
+        self._holds_slot = True
         self._phase = _Phase.HEAD
         self._deadline: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None
         self._body_late = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        self._key = client_key(peer)
-        self._peer_ip = peer[0] if isinstance(peer, tuple) and peer else None
-        if not self._table.admit(self._key, self._peer_ip):
-            # Refused before anything is parsed: no task, no timer, nothing buffered.
-            self._force_close = True
-            write = getattr(transport, "write", None)
-            if write is not None:
-                write(REFUSED)
-            transport.close()
-            return
-        self._admitted = True
         super().connection_made(transport)
         self._arm(self._table.limits.head_timeout_s, self._head_timed_out)
+
+    def release(self) -> None:
+        """Give the connection's slot back (once, however often called)."""
+        if self._holds_slot:
+            self._holds_slot = False
+            self._table.release(self._key, self._peer_ip)
 
     def data_received(self, data: bytes) -> None:
         if self._force_close or self._close:
@@ -267,12 +276,9 @@ class GuardedRequestHandler(RequestHandler):
             self._open()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if not self._admitted:
-            return
-        self._admitted = False
         self._disarm()
         self._body = None
-        self._table.release(self._key, self._peer_ip)
+        self.release()
         super().connection_lost(exc)
 
     def handle_error(
@@ -345,14 +351,18 @@ def handler_options(limits: ConnectionLimits, logger: logging.Logger) -> dict[st
 
 
 class GuardedTCPSite(web.BaseSite):
-    """A TCP site whose connections are GuardedRequestHandlers counted in one ConnectionTable.
+    """A TCP site with its own accept loop: over a cap, a connection is refused right there.
 
-    aiohttp's TCPSite hands each connection to `runner.server`, which always builds a plain
-    RequestHandler; this site builds ours with the same server as its manager, so graceful
-    shutdown, request factory and app are aiohttp's.
+    asyncio's accept loop takes up to `backlog` connections per wake-up and hands each to the
+    protocol a few loop iterations later; refusing in connection_made would leave hundreds of
+    descriptors open in between, and a flood would still run the process out of them (EMFILE).
+    Here the decision is made on the accepted socket itself: a refused one gets a fixed 503 and
+    is closed before the next accept, an admitted one becomes a GuardedRequestHandler through
+    loop.connect_accepted_socket, with the runner's server as its manager, so graceful
+    shutdown, the request factory and the app are aiohttp's own.
     """
 
-    __slots__ = ("_host", "_options", "_port", "_table")
+    __slots__ = ("_host", "_listeners", "_options", "_pausing", "_port", "_table", "_tasks")
 
     def __init__(
         self,
@@ -368,6 +378,9 @@ class GuardedTCPSite(web.BaseSite):
         self._host, self._port = host, port
         self._table = table
         self._options = options
+        self._listeners: list[socket.socket] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pausing: asyncio.TimerHandle | None = None
 
     @property
     def name(self) -> str:
@@ -376,15 +389,113 @@ class GuardedTCPSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        server = self._runner.server
-        assert server is not None
-
-        def connection() -> GuardedRequestHandler:
-            return GuardedRequestHandler(server, loop=loop, table=self._table, **self._options)
-
-        self._server = await loop.create_server(
-            connection, self._host, self._port, backlog=self._backlog
+        infos = await loop.getaddrinfo(
+            self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                listener = socket.socket(family, kind, proto)
+                self._listeners.append(listener)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                listener.bind(address)
+                listener.listen(self._backlog)
+                listener.setblocking(False)
+        except OSError:
+            self._close_listeners()
+            raise
+        self._resume()
+
+    async def stop(self) -> None:
+        self._close_listeners()
+        await super().stop()
+
+    def _close_listeners(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._pausing is not None:
+            self._pausing.cancel()
+            self._pausing = None
+        for listener in self._listeners:
+            if listener.fileno() >= 0:
+                loop.remove_reader(listener.fileno())
+                listener.close()
+        self._listeners.clear()
+
+    def _resume(self) -> None:
+        self._pausing = None
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            loop.add_reader(listener.fileno(), self._accept, listener)
+
+    def _pause(self, delay_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            loop.remove_reader(listener.fileno())
+        self._pausing = loop.call_later(delay_s, self._resume)
+
+    def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                # Out of descriptors after all (something else holds them): say so once in a
+                # while (log_limits.LoopErrorHandler) and let the backlog wait a moment.
+                loop.call_exception_handler(
+                    {"message": "socket.accept() out of system resource", "exception": exc}
+                )
+                self._pause(ACCEPT_RETRY_S)
+                return
+            key = client_key(address)
+            peer_ip = address[0] if isinstance(address, tuple) and address else None
+            if not self._table.admit(key, peer_ip):
+                _refuse(conn)
+                continue
+            conn.setblocking(False)
+            task = loop.create_task(self._serve(conn, key, peer_ip))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, conn: socket.socket, key: str | None, peer_ip: str | None) -> None:
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        made: list[GuardedRequestHandler] = []
+
+        def handler() -> GuardedRequestHandler:
+            made.append(
+                GuardedRequestHandler(
+                    server, loop=loop, table=self._table, key=key, peer_ip=peer_ip, **self._options
+                )
+            )
+            return made[0]
+
+        try:
+            if server is None:
+                raise ConnectionAbortedError("the site is stopping")
+            await loop.connect_accepted_socket(handler, conn)
+        except (OSError, RuntimeError) as exc:
+            log.debug("connection from %s lost before it was served: %s", peer_ip, exc)
+            conn.close()
+            if made:
+                made[0].release()
+            else:
+                self._table.release(key, peer_ip)
+
+
+def _refuse(conn: socket.socket) -> None:
+    """The fixed 503, if the socket takes it at once, and the socket closed: no parsing."""
+    try:
+        conn.setblocking(False)
+        conn.send(REFUSED)
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)
