@@ -54,32 +54,48 @@ def suppressed_note(suppressed: int, interval_s: float) -> str:
     )
 
 
-class MalformedRequestFilter(logging.Filter):
-    """On aiohttp's request-handler logger: a request aiohttp could not parse (bad request line,
-    header too long, broken chunking: HttpProcessingError) is the client's fault, not ours, so it
-    becomes one rate-limited WARNING line without traceback, instead of ERROR with ~730 bytes of
-    traceback each. Everything else on that logger (a handler's unhandled exception: our bug)
-    passes untouched, traceback and all."""
+class ClientErrorFilter(logging.Filter):
+    """On aiohttp's request-handler logger: what a client did is one rate-limited line without
+    traceback, instead of ERROR with ~730 bytes of traceback each.
+
+    - a request aiohttp could not parse (bad request line, header too long, broken chunking:
+      HttpProcessingError): WARNING "malformed request from ...";
+    - a client that went away while its request was being read (ConnectionResetError out of a
+      handler reading the body): INFO "client ... went away".
+
+    Everything else on that logger (a handler's unhandled exception: our bug) passes untouched,
+    traceback and all.
+    """
 
     def __init__(self, interval_s: float = DEFAULT_INTERVAL_S, **rate: Any) -> None:
         super().__init__()
         self._interval_s = interval_s
-        self._rate = RateLimit(interval_s, **rate)
+        self._malformed = RateLimit(interval_s, **rate)
+        self._gone = RateLimit(interval_s, **rate)
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, HttpProcessingError):
+        if isinstance(exc, HttpProcessingError):
+            rate, level, text = self._malformed, logging.WARNING, "malformed request from %s: %s%s"
+            reason = str(exc.message or type(exc).__name__)
+        elif isinstance(exc, ConnectionResetError):
+            rate, level, text = self._gone, logging.INFO, "client %s went away mid-request: %s%s"
+            reason = str(exc) or type(exc).__name__
+        else:
             return True
-        suppressed = self._rate.allow()
+        suppressed = rate.allow()
         if suppressed is None:
             return False
         client = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
-        reason = str(exc.message or type(exc).__name__).splitlines()[0][:200]
-        record.msg = "malformed request from %s: %s%s"
-        record.args = (client, reason, suppressed_note(suppressed, self._interval_s))
+        record.msg = text
+        record.args = (
+            client,
+            reason.splitlines()[0][:200],
+            suppressed_note(suppressed, self._interval_s),
+        )
         record.exc_info = None
         record.exc_text = None
-        record.levelno = min(record.levelno, logging.WARNING)
+        record.levelno = min(record.levelno, level)
         record.levelname = logging.getLevelName(record.levelno)
         return True
 

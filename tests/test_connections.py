@@ -12,6 +12,7 @@ import os
 import re
 import resource
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from hero_onboarding.daemon.connections import (
     ConnectionTable,
     client_key,
 )
-from hero_onboarding.log_limits import MalformedRequestFilter, RateLimit
+from hero_onboarding.log_limits import ClientErrorFilter, RateLimit
 from tests.conftest import SIGNING_SECRET
 from tests.processes import CLI, HERMETIC, ServerProcess, free_port, http_status
 from tests.sandbox_kit import API_KEY
@@ -320,7 +321,7 @@ def test_rate_limit_counts_what_it_left_out():
 def test_malformed_request_filter_leaves_our_bugs_alone():
     from aiohttp.http_exceptions import BadStatusLine
 
-    filt = MalformedRequestFilter()
+    filt = ClientErrorFilter()
     try:
         raise RuntimeError("our bug")
     except RuntimeError as exc:
@@ -397,3 +398,20 @@ def test_trusted_proxy_is_not_held_to_the_per_client_cap(tmp_path):
         True,
         False,
     ]
+
+
+def test_clients_leaving_mid_body_are_one_line_not_tracebacks(tmp_path, servers):
+    server = servers(tmp_path)
+    for _ in range(20):
+        sock = connect(server.port)
+        sock.sendall(
+            b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{"
+        )
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # a reset, mid-body
+    wait_until(
+        lambda: "went away mid-request" in server.log(), timeout=5, what="the line is logged"
+    )
+    assert health_from(server.port, "127.0.0.1") == b"HTTP/1.1 200 OK"
+    log = assert_quiet_log(server, max_bytes=5000)
+    assert len([line for line in log.splitlines() if "went away" in line]) == 1, log

@@ -49,7 +49,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from ..config import Network, Settings
-from ..log_limits import MalformedRequestFilter, RateLimit, install_loop_handler, suppressed_note
+from ..log_limits import ClientErrorFilter, RateLimit, install_loop_handler, suppressed_note
 from ..memory_trim import MemoryTrimmer
 
 log = logging.getLogger(__name__)
@@ -541,7 +541,7 @@ async def guarded_sites(settings: Settings) -> AsyncIterator[SiteFactory]:
         limits.max_per_client,
     )
     http_log = logging.getLogger(HTTP_LOGGER)
-    malformed = MalformedRequestFilter()
+    malformed = ClientErrorFilter()
     http_log.addFilter(malformed)
     restore_loop_handler = install_loop_handler(loop, log)
     trimmer = MemoryTrimmer(loop)
