@@ -107,12 +107,13 @@ async def bench(port: int, process: psutil.Process, bodies: int, idle: int) -> N
     print(f"RSS before: {before:.1f} MiB")
     writers = await hold_bodies(port, bodies)
     wait_until(lambda: mib(process) > before + bodies * 0.5, timeout=30, what="bodies arrive")
-    during = settle(process, timeout=10)
+    during = await asyncio.to_thread(settle, process, 10)
     print(f"RSS during {bodies} unfinished {BODY_BYTES >> 10} KiB bodies: {during:.1f} MiB")
     report_times("  /health meanwhile", await health_times(port, 20))
     for writer in writers:
         writer.transport.abort()
-    after = settle(process)
+    await asyncio.sleep(0.1)  # the aborts happen on this loop: let it run them
+    after = await asyncio.to_thread(settle, process)
     print(f"RSS after they left: {after:.1f} MiB")
 
     report_times("/health, no other connections", await health_times(port, 50))
@@ -120,6 +121,7 @@ async def bench(port: int, process: psutil.Process, bodies: int, idle: int) -> N
     report_times(f"/health with {idle} idle connections open", await health_times(port, 50))
     for writer in idlers:
         writer.transport.abort()
+    await asyncio.sleep(0.1)
 
 
 def main() -> None:
