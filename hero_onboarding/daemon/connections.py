@@ -19,7 +19,8 @@ Here each connection runs on one deadline at a time (see docs/connections.md):
 
 and each connection is first counted against `max_connections` in total and
 `max_connections_per_client` per client address (an IPv6 /64 counts as one client). Over a
-cap, it is refused at once, before any HTTP parsing: a fixed 503 is written and the socket
+cap, it is refused by the site's own accept loop (GuardedTCPSite) before any transport or
+HTTP parsing exists: a fixed 503 is sent if the socket takes it at once, and the socket
 closed. A trusted reverse proxy (--trusted-proxies with --client-ip-header) is not held to the
 per-client cap, since every connection comes from it.
 
@@ -27,8 +28,8 @@ Why a subclass of aiohttp's RequestHandler rather than a middleware: middlewares
 request head is parsed, too late for a connection that never finishes one, and aiohttp has no
 setting for a head or body deadline (aiohttp 3.14). The subclass hooks connection_made,
 data_received and connection_lost, and handle_error for the 408; it reads two of aiohttp's
-attributes (`_request_count`, `_messages`: which heads a chunk completed) and is checked by
-tests/test_connections.py against every aiohttp it is installed with.
+attributes (`_request_count`, `_messages`: which heads a chunk completed), which
+tests/test_connections.py exercises against the aiohttp installed.
 """
 
 from __future__ import annotations
