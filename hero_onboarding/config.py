@@ -223,6 +223,11 @@ class Settings:
     write_timeout_s: float = _setting(
         15.0, help="how long a request waits for its write to be durable", check=_between(0.1, 600)
     )
+    read_timeout_s: float = _setting(
+        5.0,
+        help="how long a request waits for a database read before it answers 503 (a stalled disk)",
+        check=_between(0.1, 600, " s"),
+    )
     delivery_retention_days: int = _setting(
         30, help="how long webhook delivery records are kept", check=_between(1, 3650, " days")
     )

@@ -53,6 +53,7 @@ async def open_store(settings: Settings) -> Store:
             settings.db_path,
             busy_timeout_ms=settings.db_busy_timeout_ms,
             write_timeout_s=settings.write_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
         )
     except StoreError as exc:
         raise StartupError(str(exc)) from exc

@@ -42,7 +42,7 @@ async def settle(future: asyncio.Future) -> object:
 
 
 async def test_a_job_raising_stopiteration_does_not_strand_its_batch(db):
-    committer = GroupCommitter(connect(db, busy_timeout_ms=1000), busy_timeout_ms=1000)
+    committer = GroupCommitter(connect(db, busy_timeout_ms=1000))
     odd = committer.submit(lambda conn: next(iter(())))
     good = [committer.submit(insert) for _ in range(3)]
     assert isinstance(await settle(odd), RuntimeError)
@@ -57,7 +57,7 @@ async def test_cancelling_the_flusher_never_loses_an_answer_or_leaves_a_transact
 ):
     """Wherever the cancellation lands, the caller hears the truth about its write."""
     conn = connect(db, busy_timeout_ms=1000)
-    committer = GroupCommitter(conn, busy_timeout_ms=1000)
+    committer = GroupCommitter(conn)
     future = committer.submit(insert)
     for _ in range(cancel_after):
         await asyncio.sleep(0)
@@ -74,7 +74,7 @@ async def test_cancelling_the_flusher_never_loses_an_answer_or_leaves_a_transact
 @pytest.mark.parametrize("cancel_after", [1, 3, 10])
 async def test_cancelled_while_waiting_for_a_lock_leaves_no_lock_behind(db, cancel_after):
     conn = connect(db, busy_timeout_ms=2000)
-    committer = GroupCommitter(conn, busy_timeout_ms=2000)
+    committer = GroupCommitter(conn)
     other = apsw.Connection(str(db))
     other.execute("BEGIN IMMEDIATE")
     future = committer.submit(insert)

@@ -38,6 +38,7 @@ from ..store import (
     users,
 )
 from ..store.checkouts import CheckoutStatus
+from ..store.db import DISK_ERRORS
 from ..store.ledger import EntryKind, LedgerEntry
 from ..store.reconcile_runs import LeaseHeld, RunOutcome, Trigger
 from .reconcile_run import LeaseLost, ReconcileRunner
@@ -188,12 +189,13 @@ class AdminContext:
             raise RpcFault(UNAVAILABLE.code, f"{UNAVAILABLE.message}: {exc}") from None
 
     async def write(self, job: Callable[[apsw.Connection], T]) -> T:
-        """A write; when the database is slow to confirm, -32014: it may have happened."""
+        """A write; when the database is slow to confirm, -32014: it may have happened; when the
+        disk refuses it (full, I/O error, read-only), -32015 with SQLite's reason."""
         try:
             return await self.store.write(job)
         except (TimeoutError, apsw.BusyError):
             raise RpcFault(UNCERTAIN.code, UNCERTAIN.message) from None
-        except StoreError as exc:
+        except (StoreError, *DISK_ERRORS) as exc:  # refused by the disk: nothing was written
             raise RpcFault(UNAVAILABLE.code, f"{UNAVAILABLE.message}: {exc}") from None
 
 

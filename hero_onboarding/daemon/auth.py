@@ -63,7 +63,6 @@ async def visitor_of(request: web.Request) -> Visitor:
     known = request.get(VISITOR)
     if known is not None:
         return known
-    settings = request.app[SETTINGS]
     user = None
     token = session_token_of(request)
     if token:
@@ -71,14 +70,21 @@ async def visitor_of(request: web.Request) -> Visitor:
         user = await request.app[STORE].read(
             partial(web_sessions.get_live, token_hash=token_hash(token), now=now)
         )
-    if user is not None:
-        visitor = Visitor(user, user.csrf_token)
-    elif cookie := request.cookies.get(cookie_name(settings, CSRF_COOKIE)):
-        visitor = Visitor(None, cookie)
-    else:
-        visitor = Visitor(None, secrets.token_urlsafe(24), token_is_new=True)
+    visitor = Visitor(user, user.csrf_token) if user is not None else _anonymous(request)
     request[VISITOR] = visitor
     return visitor
+
+
+def settle_visitor_without_store(request: web.Request) -> None:
+    """When the database cannot say who is logged in, the error page shows nobody: rendering it
+    must not ask the database again."""
+    request.setdefault(VISITOR, _anonymous(request))
+
+
+def _anonymous(request: web.Request) -> Visitor:
+    if cookie := request.cookies.get(cookie_name(request.app[SETTINGS], CSRF_COOKIE)):
+        return Visitor(None, cookie)
+    return Visitor(None, secrets.token_urlsafe(24), token_is_new=True)
 
 
 def _set(

@@ -17,7 +17,7 @@ from aiohttp import web
 from ..serving import FORM_READ_ERRORS
 from ..store import StoreError
 from ..store.web_sessions import WebSession
-from .auth import CSRF_FIELD, VISITOR, visitor_of
+from .auth import CSRF_FIELD, VISITOR, settle_visitor_without_store, visitor_of
 from .pages import message_page
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ async def page_errors_middleware(request: web.Request, handler: Handler) -> web.
         raise
     except (StoreError, TimeoutError, apsw.Error) as exc:
         log.error("%s %s: the database did not answer: %s", request.method, request.path, exc)
+        settle_visitor_without_store(request)
         return await message_page(
             request,
             503,

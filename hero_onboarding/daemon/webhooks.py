@@ -18,6 +18,7 @@ from aiohttp import web
 from ..billing import Fulfilment, Outcome, apply_event
 from ..payments.base import EventKind, InvalidPayload, InvalidSignature, ProviderEvent
 from ..store import deliveries
+from ..store.db import DISK_ERRORS
 from ..store.deliveries import Delivery
 from .keys import CLOCK, METRICS, SETTINGS, STORE, STRIPE
 from .metrics import UNVERIFIED
@@ -70,9 +71,12 @@ async def _handle(request: web.Request) -> web.Response:
             partial(_fulfil_and_record, event=event, received_at=received_at)
         )
     except Exception as exc:
-        if isinstance(exc, TimeoutError | apsw.BusyError):
+        if isinstance(exc, (TimeoutError, apsw.BusyError, *DISK_ERRORS)):  # not our bug
             log.error(
-                "webhook %s %s: database busy or slow: %s", event.event_id, event.raw_type, exc
+                "webhook %s %s: the database did not take it: %r",
+                event.event_id,
+                event.raw_type,
+                exc,
             )
         else:
             log.exception("webhook %s %s: fulfilment failed", event.event_id, event.raw_type)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Final
 
 import apsw
 
 
 class StoreError(RuntimeError):
-    """The database cannot be used as asked (cannot open, schema too new, closed)."""
+    """The database cannot be used as asked (cannot open, schema too new, closed, not answering)."""
+
+
+# What SQLite raises when the disk under the database fails us rather than our own SQL: full,
+# an I/O error, a file we may no longer write (read-only mount, chattr +i) or reopen. Seen on a
+# write, they make the daemon unready until a write succeeds again.
+DISK_ERRORS: Final = (apsw.FullError, apsw.IOError, apsw.ReadOnlyError, apsw.CantOpenError)
 
 
 def connect(path: Path, *, busy_timeout_ms: int) -> apsw.Connection:

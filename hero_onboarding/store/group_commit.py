@@ -4,10 +4,17 @@ With synchronous=FULL every COMMIT waits for the disk. One commit per webhook ca
 the disk's fsyncs per second, and a commit on the event loop stalls every other request for it.
 So jobs queue here; a single flusher task takes everything queued, runs each job inside its own
 SAVEPOINT (one job's failure undoes only that job) and commits the lot once. The statements run
-on the event loop, as the short local APSW calls they are; only the calls that can wait (BEGIN
-IMMEDIATE on another process's lock, COMMIT on the disk) run in a worker thread, so the loop
-never blocks. While one batch is on disk the next one gathers. A job's caller hears back only
-after the COMMIT that made its write durable returned.
+on the event loop, as the short local APSW calls they are; only the calls that can wait run in a
+worker thread, so the loop never blocks: BEGIN IMMEDIATE (another process's lock; and starting a
+transaction writes a read mark into the WAL's memory-mapped -shm file, which blocks in a page
+fault for as long as the filesystem is frozen) and COMMIT (the disk). Once BEGIN returned, the
+jobs' statements read pages with pread(), which a frozen filesystem still serves, and write only
+to SQLite's own cache until COMMIT. While one batch is on disk the next one gathers. A job's
+caller hears back only after the COMMIT that made its write durable returned.
+
+A batch that fails on the disk itself (full, I/O error, read-only, cannot reopen) is remembered
+as `disk_failure` until a later commit succeeds: readiness reports it, since retrying cannot
+help until someone frees space or fixes the mount.
 
 Measured (scripts/bench_webhooks.py, 2 vCPUs): running the jobs on a dedicated writer thread
 instead served ~2,400 events/s against ~3,900 for this design; that thread had to win the GIL
@@ -25,11 +32,19 @@ from typing import Any
 
 import apsw
 
-from .db import StoreError
+from .db import DISK_ERRORS, StoreError
 
 log = logging.getLogger(__name__)
 
 WriteJob = Callable[[apsw.Connection], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DiskFailure:
+    """The last write the disk refused: when (monotonic seconds) and SQLite's reason."""
+
+    at: float
+    reason: str
 
 
 @dataclass(slots=True)
@@ -43,18 +58,16 @@ class WriterStats:
 class GroupCommitter:
     """Owns the write connection. Submit jobs from the event loop; close once."""
 
-    def __init__(
-        self, conn: apsw.Connection, *, busy_timeout_ms: int, max_batch: int = 128
-    ) -> None:
+    def __init__(self, conn: apsw.Connection, *, max_batch: int = 128) -> None:
         # max_batch bounds how long one batch's jobs hold the loop (~40 us each).
         self._conn = conn
-        self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
         self._queued: list[tuple[WriteJob, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._cancelled = False  # the flusher was cancelled mid-statement: stop after this batch
         self._busy_since = 0.0  # when the writer last went from idle to busy
         self._progress_at = 0.0  # when it last finished a batch
+        self.disk_failure: DiskFailure | None = None  # set by a refused write, cleared by a commit
         self.stats = WriterStats()
 
     def stalled_for(self) -> float:
@@ -110,20 +123,6 @@ class GroupCommitter:
             if self._cancelled:
                 raise asyncio.CancelledError
 
-    async def _begin(self) -> None:
-        """BEGIN IMMEDIATE: on the loop when the lock is free (the usual case), else in a thread
-        that waits for it as long as the busy timeout allows."""
-        conn = self._conn
-        conn.set_busy_timeout(0)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except apsw.BusyError:
-            pass
-        finally:
-            conn.set_busy_timeout(self._busy_timeout_ms)
-        await self._in_thread("BEGIN IMMEDIATE")
-
     async def _in_thread(self, sql: str) -> None:
         """Run a statement that may wait (lock, disk) in a worker thread.
 
@@ -143,7 +142,7 @@ class GroupCommitter:
         conn = self._conn
         outcomes: list[tuple[asyncio.Future[Any], BaseException | None, Any]] = []
         try:
-            await self._begin()
+            await self._in_thread("BEGIN IMMEDIATE")
             # Callers may have given up while we waited for the lock.
             batch = [(job, future) for job, future in batch if not future.done()]
             for job, future in batch:
@@ -151,6 +150,7 @@ class GroupCommitter:
                 try:
                     result = job(conn)
                 except Exception as exc:  # the job's own failure: undo that job alone
+                    self._note_disk_failure(exc)
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     outcomes.append((future, exc, None))
@@ -160,6 +160,7 @@ class GroupCommitter:
             await self._in_thread("COMMIT")
         except BaseException as exc:  # the transaction itself broke: nothing in it is durable
             log.error("write batch of %d jobs failed and was rolled back: %r", len(batch), exc)
+            self._note_disk_failure(exc)
             if not conn.getautocommit():
                 try:
                     conn.execute("ROLLBACK")
@@ -172,6 +173,9 @@ class GroupCommitter:
             raise
         self.stats.commits += 1
         self.stats.jobs += len(batch)
+        if self.disk_failure is not None:
+            log.warning("writes succeed again (after: %s)", self.disk_failure.reason)
+            self.disk_failure = None
         for future, error, result in outcomes:
             if future.done():
                 continue
@@ -179,6 +183,10 @@ class GroupCommitter:
                 future.set_result(result)
             else:
                 future.set_exception(_settable(error))
+
+    def _note_disk_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, DISK_ERRORS):
+            self.disk_failure = DiskFailure(time.monotonic(), f"{type(exc).__name__}: {exc}")
 
 
 def _fail(batch: list[tuple[WriteJob, asyncio.Future[Any]]], exc: BaseException) -> None:
