@@ -35,6 +35,7 @@ from jsonrpcserver import Error, Result, Success, async_dispatch
 
 from ..config import StartupError
 from .errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcFault
+from .numbers import refuse_numbers
 from .registry import Registry, RpcMethod
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,16 @@ def _reject_constant(name: str) -> None:
 
 
 async def rpc_endpoint(request: web.Request) -> web.Response:
+    """Never an HTTP 500: anything that escapes the checks is a JSON-RPC -32603, logged here."""
+    try:
+        return await _rpc_endpoint(request)
+    except Exception:
+        correlation_id = uuid.uuid4().hex[:12]
+        log.exception("answering /rpc failed (correlation id %s)", correlation_id)
+        return _answer(_error(INTERNAL_ERROR, "internal error", {"correlation_id": correlation_id}))
+
+
+async def _rpc_endpoint(request: web.Request) -> web.Response:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -116,17 +127,38 @@ async def rpc_endpoint(request: web.Request) -> web.Response:
             return _answer(
                 _error(INVALID_REQUEST, "Invalid Request", f"at most {MAX_BATCH} calls a batch")
             )
-        answers = await asyncio.gather(*(_dispatch(request, entry) for entry in parsed))
+        answers = await asyncio.gather(*(_guarded(request, entry) for entry in parsed))
         given = [a for a in answers if a is not None]
         return _answer(given) if given else web.Response(status=204)
-    answer = await _dispatch(request, parsed)
+    answer = await _guarded(request, parsed)
     return web.Response(status=204) if answer is None else _answer(answer)
+
+
+async def _guarded(request: web.Request, entry: Any) -> Any:
+    """One entry's answer, always one JSON can carry: a bad id or a non-finite number in it
+    is refused before anything runs, and a failure while answering costs only this entry."""
+    refusal = refuse_numbers(entry)
+    if refusal is not None:
+        return refusal.answer
+    try:
+        answer = await _dispatch(request, entry)
+        if answer is not None:
+            json.dumps(answer, allow_nan=False)  # the batch's answer must not fail on this one
+        return answer
+    except Exception:
+        correlation_id = uuid.uuid4().hex[:12]
+        log.exception("answering an /rpc call failed (correlation id %s)", correlation_id)
+        failed = _error(INTERNAL_ERROR, "internal error", {"correlation_id": correlation_id})
+        failed["id"] = entry.get("id") if isinstance(entry, dict) else None
+        return failed
 
 
 async def _dispatch(request: web.Request, entry: Any) -> Any:
     """One call through jsonrpcserver; its answer as JSON data, None for a notification."""
-    text = await async_dispatch(json.dumps(entry), methods=request.app[METHODS], context=request)
-    return json.loads(text) if text else None
+    text = await async_dispatch(
+        json.dumps(entry, allow_nan=False), methods=request.app[METHODS], context=request
+    )
+    return json.loads(text, parse_constant=_reject_constant) if text else None
 
 
 def _answer(body: Any) -> web.Response:
