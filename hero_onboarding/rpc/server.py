@@ -254,7 +254,8 @@ class BoundSocket:
 def bind_unix_socket(path: Path) -> BoundSocket:
     """Listen at `path` (mode 0600); blocking, run it off the loop.
 
-    Directories made here are 0700. A lock file beside the socket, held for the daemon's life,
+    Directories made here are 0700; one not ours alone is refused (_make_private_dirs). A
+    lock file beside the socket, held for the daemon's life,
     says whether another daemon owns it: only then is a socket file left by a dead daemon
     removed, so two daemons starting at once cannot both think they own the path.
     """
@@ -264,7 +265,7 @@ def bind_unix_socket(path: Path) -> BoundSocket:
         )
     try:
         _make_private_dirs(path.parent)
-        lock_fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        lock_fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise StartupError(
             f"cannot use the socket directory {path.parent}: {exc.strerror}"
@@ -291,18 +292,72 @@ def bind_unix_socket(path: Path) -> BoundSocket:
 
 
 def _make_private_dirs(directory: Path) -> None:
-    """Create `directory` and any missing parents 0700; the service's own one is made 0700."""
+    """Create `directory` and any missing parents 0700, then make sure it is ours alone.
+
+    The socket directory is where a client finds the daemon: whoever can write in it can put
+    their own socket there and receive what `hero-onboarding rpc` sends. So it must be owned
+    by this process's uid and writable by nobody else (a directory we own but left 0755 is
+    tightened to 0700), and every directory above it must be one that only we or root can
+    change (a world-writable one only with the sticky bit, like /tmp). See docs/local-trust.md.
+    """
+    directory = directory.absolute()
     missing = []
     for candidate in (directory, *directory.parents):
-        if candidate.exists():
+        if os.path.lexists(candidate):
             break
         missing.append(candidate)
     for created in reversed(missing):
         created.mkdir(mode=0o700)
         created.chmod(0o700)
-    if directory.is_symlink() or not directory.is_dir():
+    _check_ancestors(directory.parent)
+    info = directory.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise OSError(errno.ENOTDIR, "not a directory (or a symbolic link)")
+    uid = os.geteuid()
+    if info.st_uid != uid:
+        raise StartupError(
+            f"socket directory {directory} is owned by uid {info.st_uid}, not {uid}: "
+            "remove it or fix its owner"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StartupError(
+            f"socket directory {directory} is writable by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}): remove it, or check what is in it "
+            "and chmod 700 it"
+        )
     directory.chmod(0o700)
+
+
+def _check_ancestors(directory: Path) -> None:
+    """Refuse a path above the socket directory that someone else could redirect or swap.
+
+    Each symbolic link as written must be ours or root's (in a sticky directory its owner can
+    replace it); each real directory, once links are resolved, must be ours or root's and not
+    writable by group or others unless it is sticky (then only owners can rename entries).
+    """
+    uid = os.geteuid()
+    trusted = {uid, 0}
+    for written in (*reversed(directory.parents), directory):
+        info = written.lstat()
+        if stat.S_ISLNK(info.st_mode) and info.st_uid not in trusted:
+            raise StartupError(
+                f"socket directory: {written} is a symbolic link owned by uid {info.st_uid}, "
+                f"not {uid} or root: use a path nobody else controls"
+            )
+    resolved = directory.resolve()
+    for real in (resolved, *resolved.parents):
+        info = real.stat()
+        if info.st_uid not in trusted:
+            raise StartupError(
+                f"socket directory: {real} is owned by uid {info.st_uid}, not {uid} or root, "
+                "so that user can replace what is below it: use a path nobody else controls"
+            )
+        writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if writable and not info.st_mode & stat.S_ISVTX:
+            raise StartupError(
+                f"socket directory: {real} is writable by group or others without the sticky "
+                f"bit (mode {stat.S_IMODE(info.st_mode):04o}): use a path nobody else controls"
+            )
 
 
 def _remove_leftover(path: Path) -> None:
