@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hero_onboarding.config import StartupError
+from hero_onboarding.rpc.hero_proc import HeroProcClient, HeroProcError
 from hero_onboarding.rpc.server import bind_unix_socket
 from tests.admin_kit import short_socket_dir
 from tests.processes import run_cli
@@ -197,6 +198,25 @@ def test_the_same_fake_run_as_our_own_uid_is_talked_to(tmp_path: Path) -> None:
         assert '"service": "fake"' in answered.stdout
         wait_until(lambda: record.exists(), timeout=10, what="the fake saw the connection end")
         assert b"POST /rpc" in record.read_bytes()
+    finally:
+        fake.kill()
+        fake.wait(timeout=10)
+
+
+async def test_a_hero_proc_run_by_another_user_is_an_error_and_hears_nothing(
+    other_user: OtherUser,
+) -> None:
+    """hero_proc is sent service environments, secrets included: the same check applies."""
+    _root, service_dir = foreign_socket_dir(other_user)
+    socket_path = service_dir / "rpc.sock"
+    record = other_user.home / "received"
+    fake = start_fake(socket_path, record, user=other_user)
+    try:
+        async with HeroProcClient(socket_path) as hero_proc:
+            with pytest.raises(HeroProcError, match="UntrustedServer"):
+                await hero_proc.ping()
+        wait_until(lambda: record.exists(), timeout=10, what="the fake saw the connection end")
+        assert record.read_bytes() == b"<connection></connection>\n"
     finally:
         fake.kill()
         fake.wait(timeout=10)

@@ -187,3 +187,26 @@ async def test_a_result_json_cannot_carry_costs_only_its_own_answer() -> None:
         answers = {a["id"]: a for a in json.loads(text)}
         assert answers[1]["error"]["code"] == -32603
         assert answers[2]["result"] == 7
+
+
+async def test_a_notification_with_a_non_finite_param_runs_nothing_and_gets_no_answer() -> None:
+    calls: list[float] = []
+    registry = Registry()
+
+    @registry.method("note", "Records its number.", params=(Param("x", {"type": "number"}),))
+    async def note(x: float = 0) -> None:
+        calls.append(x)
+
+    async with running_rpc(registry, short_socket_dir() / "rpc.sock") as handle:
+        status, text = await post(
+            handle, '{"jsonrpc": "2.0", "method": "note", "params": {"x": 1e999}}'
+        )
+        assert (status, text) == (204, "")
+        status, text = await post(
+            handle,
+            '[{"jsonrpc": "2.0", "method": "note", "params": {"x": -1e999}},'
+            ' {"jsonrpc": "2.0", "id": 1, "method": "note", "params": {"x": 1.5}}]',
+        )
+        assert status == 200
+        assert json.loads(text) == [{"jsonrpc": "2.0", "result": None, "id": 1}]
+    assert calls == [1.5]
