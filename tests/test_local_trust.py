@@ -35,6 +35,7 @@ listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 listener.bind(path)
 os.chmod(path, 0o666)
 listener.listen(4)
+open(record + ".ready", "w").close()  # only now will a connect succeed
 while True:
     conn, _ = listener.accept()
     received = b""
@@ -153,7 +154,7 @@ def start_fake(socket_path: Path, record: Path, *, user: OtherUser | None) -> su
         **as_user,
     )
     wait_until(
-        lambda: process.poll() is not None or socket_path.is_socket(),
+        lambda: process.poll() is not None or Path(f"{record}.ready").exists(),
         timeout=10,
         what="the fake server listens",
     )
