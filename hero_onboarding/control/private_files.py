@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
+from ..config import StartupError
+
 PRIVATE_UMASK: Final = 0o077
 LOOSE_BITS: Final = stat.S_IRWXG | stat.S_IRWXO
 
@@ -22,27 +24,30 @@ LOOSE_BITS: Final = stat.S_IRWXG | stat.S_IRWXO
 def make_private(directories: Iterable[Path], *, create: bool) -> None:
     """Each directory 0700 (made so when `create` and missing); the files directly in it
     lose their group and other bits. Blocking (a few syscalls); call before the loop runs."""
-    uid = os.geteuid()
     for directory in directories:
-        if create:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            info = directory.lstat()
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
-            continue
-        if stat.S_IMODE(info.st_mode) != 0o700:
-            directory.chmod(0o700)
-        for entry in os.scandir(directory):
-            with contextlib.suppress(FileNotFoundError):
-                found = entry.stat(follow_symlinks=False)
-                if (
-                    stat.S_ISREG(found.st_mode)
-                    and found.st_uid == uid
-                    and found.st_mode & LOOSE_BITS
-                ):
-                    os.chmod(entry.path, stat.S_IMODE(found.st_mode) & ~LOOSE_BITS)
+            _make_private(directory, create=create)
+        except OSError as exc:
+            raise StartupError(f"cannot make {directory} private: {exc.strerror}") from None
+
+
+def _make_private(directory: Path, *, create: bool) -> None:
+    uid = os.geteuid()
+    if create:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        info = directory.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return  # nothing to tighten; whoever needs it says why it cannot be made
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+        return
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        directory.chmod(0o700)
+    for entry in os.scandir(directory):
+        with contextlib.suppress(FileNotFoundError):
+            found = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(found.st_mode) and found.st_uid == uid and found.st_mode & LOOSE_BITS:
+                os.chmod(entry.path, stat.S_IMODE(found.st_mode) & ~LOOSE_BITS)
 
 
 def open_private_append(path: Path) -> int:
