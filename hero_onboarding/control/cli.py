@@ -35,6 +35,7 @@ from .errors import (
 from .foreground import run_until_signalled
 from .login_proof import login_proof_command
 from .logs import configure_logging
+from .private_files import PRIVATE_UMASK, make_private
 from .rpc_command import rpc_command
 from .sandbox import sandbox_command
 from .secrets import SECRET_KEY, SecretsError, resolve, server_secrets
@@ -140,6 +141,7 @@ def server(**flags: str | None) -> None:
 
     settings = load_settings(os.environ, flags)
     configure_logging(settings.log_level, "server", settings.log_format)
+    make_private((settings.data_dir,), create=False)
     lookup = resolve(os.environ, sandbox_mode=settings.mode == "sandbox")
     secrets = server_secrets(lookup, provider=settings.provider)
     run_until_signalled(partial(serve, settings, secrets))
@@ -161,6 +163,7 @@ def admin(**flags: str | None) -> None:
 
     settings = load_settings(os.environ, flags)
     configure_logging(settings.log_level, "admin", settings.log_format)
+    make_private((settings.data_dir,), create=False)
     lookup = resolve(os.environ, (SECRET_KEY,), sandbox_mode=settings.mode == "sandbox")
     secret_key = lookup.get(SECRET_KEY)
     run_until_signalled(partial(serve_admin, settings, secret_key))
@@ -196,7 +199,12 @@ cli.add_command(check_command)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Console-script entry: one line on stderr and a documented exit code for every failure."""
+    """Console-script entry: one line on stderr and a documented exit code for every failure.
+
+    umask 077 first, before any command creates anything: the data directory, the logs and
+    the run directory are this user's alone (see docs/local-trust.md).
+    """
+    os.umask(PRIVATE_UMASK)
     try:
         returned = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
         if isinstance(returned, int):  # click hands back ctx.exit(code) when not standalone

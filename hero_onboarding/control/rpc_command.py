@@ -1,7 +1,9 @@
 """`hero-onboarding rpc METHOD [JSON_PARAMS]`: call the admin daemon, print the result.
 
 Exit 0 with the result as indented JSON; exit 1 with the JSON-RPC error on one line; exit 2 when
-the parameters are not a JSON object or no daemon answers on the socket.
+the parameters are not a JSON object, no daemon answers on the socket, or the one answering
+runs as another user (neither ours nor root: refused before anything is sent, see
+docs/local-trust.md).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import aiohttp
 import click
 
 from ..config import ConfigError, load_settings
-from ..rpc.client import RpcClient, RpcError
+from ..rpc.client import RpcClient, RpcError, UntrustedServer
 from .errors import CommandFailed, NothingToTalkTo
 
 
@@ -69,5 +71,7 @@ async def _call(path: Path, method: str, params: dict[str, Any] | None, timeout_
         ) from None
     except RpcError as exc:
         raise CommandFailed(f"{method}: {exc.message} ({exc.code})") from None
+    except UntrustedServer as exc:
+        raise NothingToTalkTo(str(exc)) from None
     except (aiohttp.ClientConnectionError, FileNotFoundError) as exc:
         raise NothingToTalkTo(f"no admin daemon answers on {path}: {exc}") from None

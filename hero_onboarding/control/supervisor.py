@@ -24,11 +24,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from ..config import Settings
 from .daemons import DaemonSpec
 from .identity import ProcessIdentity, waiting_for_lock, write_json
+from .private_files import open_private_append
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ class RotatingLog:
         self, path: Path, *, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS
     ) -> None:
         self.path, self._max_bytes, self._backups = path, max_bytes, backups
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("ab")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._file = self._open()
 
     def write(self, data: bytes) -> None:
         self._file.write(data)
@@ -79,7 +80,11 @@ class RotatingLog:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         finally:
-            self._file = self.path.open("ab")
+            self._file = self._open()
+
+    def _open(self) -> BinaryIO:
+        """0600 whatever the umask: the logs hold addresses, sids and amounts."""
+        return os.fdopen(open_private_append(self.path), "ab")
 
 
 @dataclass

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
@@ -60,6 +61,7 @@ class StripeWebhooks:
         tolerance_s: int = 300,
         livemode: bool | None = None,
         account: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not signing_secrets:
             raise ValueError("at least one webhook signing secret is required")
@@ -69,6 +71,7 @@ class StripeWebhooks:
         self._tolerance_s = tolerance_s
         self._livemode = livemode
         self._account = account
+        self._clock = clock
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
         header = headers.get(SIGNATURE_HEADER)
@@ -111,6 +114,12 @@ class StripeWebhooks:
             except (TypeError, ValueError):  # a header the SDK cannot even compare
                 reasons.append("malformed Stripe-Signature header")
             else:
+                if _signed_timestamp(header) > self._clock() + self._tolerance_s:
+                    # The SDK only checks the past: a header signed ahead would stay good
+                    # until that time came. Refused like a stale one (it matched a secret).
+                    raise InvalidSignature(
+                        f"signature timestamp is more than {self._tolerance_s} s in the future"
+                    )
                 return
         # A stale signature that matched a secret is the most precise thing we can say.
         raise InvalidSignature(self._stale if self._stale in reasons else reasons[0])
@@ -126,6 +135,12 @@ class StripeWebhooks:
             if sdk_message.startswith(prefix):
                 return reason
         return "invalid Stripe-Signature header"
+
+
+def _signed_timestamp(header: str) -> int:
+    """The `t=` the SDK verified the signature with: its first one, read as the SDK reads it."""
+    items = [item.split("=", 2) for item in header.split(",")]
+    return int(next(item[1] for item in items if item[0] == "t"))
 
 
 def _ignored(event: ProviderEvent, note: str) -> ProviderEvent:

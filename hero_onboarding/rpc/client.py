@@ -1,13 +1,25 @@
-"""Calling a JSON-RPC service on a Unix socket (the CLI's `rpc` command, tests, benchmarks)."""
+"""Calling a JSON-RPC service on a Unix socket (the CLI's `rpc` command, tests, benchmarks).
+
+Before anything is sent on a new connection, the kernel is asked who listens on the other end
+(SO_PEERCRED): a server that runs neither as our uid nor as root is refused. Checking the
+socket file's owner would not do: whoever can write in its directory can swap the file
+between the check and the connect; the peer credentials belong to the connection itself.
+"""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
+import os
+import pwd
+import socket
+import struct
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 
 
 class RpcError(Exception):
@@ -18,13 +30,66 @@ class RpcError(Exception):
         self.code, self.message, self.data = code, message, data
 
 
+class UntrustedServer(aiohttp.ClientConnectionError):
+    """The server on the socket runs as another user: nothing was sent to it."""
+
+    def __init__(self, socket_path: str, uid: int | None) -> None:
+        who = "an unknown user" if uid is None else f"uid {uid} ({_user_name(uid)})"
+        super().__init__(
+            f"refusing the server on {socket_path}: it runs as {who}, not as uid "
+            f"{os.geteuid()} or root; nothing was sent (who owns {Path(socket_path).parent}?)"
+        )
+        self.socket_path, self.uid = socket_path, uid
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a connected Unix socket, from the kernel."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _, uid, _ = struct.unpack("3i", creds)
+    return uid
+
+
+@functools.lru_cache(maxsize=16)
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "no such user"
+
+
+class PeerCheckingConnector(aiohttp.UnixConnector):
+    """A UnixConnector that hands out a connection only once its server's uid is trusted.
+
+    aiohttp has no public hook between connect and the first byte sent, so this overrides
+    `_create_connection` (the one place every new connection is made); tests pin it down.
+    """
+
+    async def _create_connection(
+        self,
+        req: Any,
+        traces: Any,
+        timeout: Any,  # noqa: ASYNC109 (aiohttp's signature)
+    ) -> ResponseHandler:
+        proto = await super()._create_connection(req, traces, timeout)
+        transport = proto.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        uid = peer_uid(sock) if sock is not None else None
+        if uid is None or uid not in (os.geteuid(), 0):
+            proto.close()
+            raise UntrustedServer(self.path, uid)
+        return proto
+
+
 class RpcClient:
     """One connection pool to the socket; use as `async with RpcClient(path) as client`."""
 
     def __init__(self, socket_path: Path, *, timeout_s: float = 30.0) -> None:
         self.socket_path = socket_path
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=str(socket_path)),
+            connector=PeerCheckingConnector(path=str(socket_path)),
             timeout=aiohttp.ClientTimeout(total=timeout_s),
         )
         self._ids = itertools.count(1)

@@ -35,6 +35,7 @@ from jsonrpcserver import Error, Result, Success, async_dispatch
 
 from ..config import StartupError
 from .errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcFault
+from .numbers import refuse_numbers
 from .registry import Registry, RpcMethod
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,16 @@ def _reject_constant(name: str) -> None:
 
 
 async def rpc_endpoint(request: web.Request) -> web.Response:
+    """Never an HTTP 500: anything that escapes the checks is a JSON-RPC -32603, logged here."""
+    try:
+        return await _rpc_endpoint(request)
+    except Exception:
+        correlation_id = uuid.uuid4().hex[:12]
+        log.exception("answering /rpc failed (correlation id %s)", correlation_id)
+        return _answer(_error(INTERNAL_ERROR, "internal error", {"correlation_id": correlation_id}))
+
+
+async def _rpc_endpoint(request: web.Request) -> web.Response:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -116,17 +127,38 @@ async def rpc_endpoint(request: web.Request) -> web.Response:
             return _answer(
                 _error(INVALID_REQUEST, "Invalid Request", f"at most {MAX_BATCH} calls a batch")
             )
-        answers = await asyncio.gather(*(_dispatch(request, entry) for entry in parsed))
+        answers = await asyncio.gather(*(_guarded(request, entry) for entry in parsed))
         given = [a for a in answers if a is not None]
         return _answer(given) if given else web.Response(status=204)
-    answer = await _dispatch(request, parsed)
+    answer = await _guarded(request, parsed)
     return web.Response(status=204) if answer is None else _answer(answer)
+
+
+async def _guarded(request: web.Request, entry: Any) -> Any:
+    """One entry's answer, always one JSON can carry: a bad id or a non-finite number in it
+    is refused before anything runs, and a failure while answering costs only this entry."""
+    refusal = refuse_numbers(entry)
+    if refusal is not None:
+        return refusal.answer
+    try:
+        answer = await _dispatch(request, entry)
+        if answer is not None:
+            json.dumps(answer, allow_nan=False)  # the batch's answer must not fail on this one
+        return answer
+    except Exception:
+        correlation_id = uuid.uuid4().hex[:12]
+        log.exception("answering an /rpc call failed (correlation id %s)", correlation_id)
+        failed = _error(INTERNAL_ERROR, "internal error", {"correlation_id": correlation_id})
+        failed["id"] = entry.get("id") if isinstance(entry, dict) else None
+        return failed
 
 
 async def _dispatch(request: web.Request, entry: Any) -> Any:
     """One call through jsonrpcserver; its answer as JSON data, None for a notification."""
-    text = await async_dispatch(json.dumps(entry), methods=request.app[METHODS], context=request)
-    return json.loads(text) if text else None
+    text = await async_dispatch(
+        json.dumps(entry, allow_nan=False), methods=request.app[METHODS], context=request
+    )
+    return json.loads(text, parse_constant=_reject_constant) if text else None
 
 
 def _answer(body: Any) -> web.Response:
@@ -222,7 +254,8 @@ class BoundSocket:
 def bind_unix_socket(path: Path) -> BoundSocket:
     """Listen at `path` (mode 0600); blocking, run it off the loop.
 
-    Directories made here are 0700. A lock file beside the socket, held for the daemon's life,
+    Directories made here are 0700; one not ours alone is refused (_make_private_dirs). A
+    lock file beside the socket, held for the daemon's life,
     says whether another daemon owns it: only then is a socket file left by a dead daemon
     removed, so two daemons starting at once cannot both think they own the path.
     """
@@ -232,7 +265,7 @@ def bind_unix_socket(path: Path) -> BoundSocket:
         )
     try:
         _make_private_dirs(path.parent)
-        lock_fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        lock_fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise StartupError(
             f"cannot use the socket directory {path.parent}: {exc.strerror}"
@@ -259,18 +292,72 @@ def bind_unix_socket(path: Path) -> BoundSocket:
 
 
 def _make_private_dirs(directory: Path) -> None:
-    """Create `directory` and any missing parents 0700; the service's own one is made 0700."""
+    """Create `directory` and any missing parents 0700, then make sure it is ours alone.
+
+    The socket directory is where a client finds the daemon: whoever can write in it can put
+    their own socket there and receive what `hero-onboarding rpc` sends. So it must be owned
+    by this process's uid and writable by nobody else (a directory we own but left 0755 is
+    tightened to 0700), and every directory above it must be one that only we or root can
+    change (a world-writable one only with the sticky bit, like /tmp). See docs/local-trust.md.
+    """
+    directory = directory.absolute()
     missing = []
     for candidate in (directory, *directory.parents):
-        if candidate.exists():
+        if os.path.lexists(candidate):
             break
         missing.append(candidate)
     for created in reversed(missing):
         created.mkdir(mode=0o700)
         created.chmod(0o700)
-    if directory.is_symlink() or not directory.is_dir():
+    _check_ancestors(directory.parent)
+    info = directory.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise OSError(errno.ENOTDIR, "not a directory (or a symbolic link)")
+    uid = os.geteuid()
+    if info.st_uid != uid:
+        raise StartupError(
+            f"socket directory {directory} is owned by uid {info.st_uid}, not {uid}: "
+            "remove it or fix its owner"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StartupError(
+            f"socket directory {directory} is writable by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}): remove it, or check what is in it "
+            "and chmod 700 it"
+        )
     directory.chmod(0o700)
+
+
+def _check_ancestors(directory: Path) -> None:
+    """Refuse a path above the socket directory that someone else could redirect or swap.
+
+    Each symbolic link as written must be ours or root's (in a sticky directory its owner can
+    replace it); each real directory, once links are resolved, must be ours or root's and not
+    writable by group or others unless it is sticky (then only owners can rename entries).
+    """
+    uid = os.geteuid()
+    trusted = {uid, 0}
+    for written in (*reversed(directory.parents), directory):
+        info = written.lstat()
+        if stat.S_ISLNK(info.st_mode) and info.st_uid not in trusted:
+            raise StartupError(
+                f"socket directory: {written} is a symbolic link owned by uid {info.st_uid}, "
+                f"not {uid} or root: use a path nobody else controls"
+            )
+    resolved = directory.resolve()
+    for real in (resolved, *resolved.parents):
+        info = real.stat()
+        if info.st_uid not in trusted:
+            raise StartupError(
+                f"socket directory: {real} is owned by uid {info.st_uid}, not {uid} or root, "
+                "so that user can replace what is below it: use a path nobody else controls"
+            )
+        writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if writable and not info.st_mode & stat.S_ISVTX:
+            raise StartupError(
+                f"socket directory: {real} is writable by group or others without the sticky "
+                f"bit (mode {stat.S_IMODE(info.st_mode):04o}): use a path nobody else controls"
+            )
 
 
 def _remove_leftover(path: Path) -> None:
