@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiohttp
 import psutil
 
+from ..rpc.client import PeerCheckingConnector, UntrustedServer
 from .daemons import DaemonSpec, Health
 
 PROBE_TIMEOUT_S = 2.0
@@ -53,7 +54,8 @@ def _descendants(pid: int) -> set[int]:
 
 async def _ask(health: Health, path: str, timeout_s: float) -> tuple[str, int | None]:
     if health.socket is not None:
-        connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=str(health.socket))
+        # A socket answered by another user's process is not our daemon, however it answers.
+        connector: aiohttp.BaseConnector = PeerCheckingConnector(path=str(health.socket))
         url = f"http://localhost{path}"
     else:
         assert health.url is not None
@@ -71,6 +73,8 @@ async def _ask(health: Health, path: str, timeout_s: float) -> tuple[str, int | 
                 return f"HTTP {response.status}", None
     except TimeoutError:
         return "timed out", None
+    except UntrustedServer:
+        return "answered by a process of another user", None
     except (aiohttp.ClientError, OSError):
         return "not answering", None
     try:
