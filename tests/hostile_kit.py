@@ -102,9 +102,7 @@ async def raw_post(
             pass
         except (ConnectionError, OSError):
             closed = time.monotonic() - started
-        return RawAnswer(
-            int(status_line.split()[1]), answer_headers, answer_body, answered, closed
-        )
+        return RawAnswer(int(status_line.split()[1]), answer_headers, answer_body, answered, closed)
     finally:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError):
