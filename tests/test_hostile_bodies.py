@@ -112,8 +112,9 @@ async def test_a_gzip_bomb_is_refused_unread_on_any_path(server: ServerProcess, 
         headers={"Content-Encoding": "gzip", "Content-Type": "application/json", **UNSIGNED},
     )
     assert answer.status == 415, answer
-    assert b"Content-Encoding" in answer.body, answer.body
-    assert answer.body.count(b"\n") <= 1, answer.body  # one line
+    assert b"Content-Encoding is not accepted" in answer.body, answer.body
+    if path.startswith("/webhooks/"):
+        assert answer.body.count(b"\n") == 0, answer.body  # one line of JSON
     assert answer.answered_s < 1.0
     # The server closes the connection rather than reading (and inflating) the rest.
     assert closed_promptly(answer), answer

@@ -73,8 +73,7 @@ async def encoded_bodies_middleware(request: web.Request, handler: Handler) -> w
     if request.path.startswith(UNGUARDED_PREFIXES):
         response = web.json_response({"error": reason}, status=415)
     else:
-        # Plain text as aiohttp's own 404 and 405 are: no browser sends this, no page needed.
-        response = web.Response(status=415, text=f"415: {reason}\n")
+        response = await message_page(request, 415, "Not accepted", f"{reason}.")
     return await closing(request, response)
 
 
