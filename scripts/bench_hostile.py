@@ -21,9 +21,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.hostile_kit import gzip_bomb, raw_post  # noqa: E402
-from tests.processes import free_port, start_server  # noqa: E402
-from tests.test_hostile_bodies import ENV, UNSIGNED, health_latency, signed_webhook  # noqa: E402
+from tests.hostile_kit import gzip_bomb, raw_post
+from tests.processes import ServerProcess, free_port, start_server
+from tests.test_hostile_bodies import ENV, UNSIGNED, health_latency, signed_webhook
 
 SAMPLES_HEALTH = 200
 SAMPLES_WEBHOOK = 50
@@ -58,7 +58,7 @@ def _figures(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-async def _measure(server) -> dict[str, tuple[float, float]]:  # type: ignore[no-untyped-def]
+async def _measure(server: ServerProcess) -> dict[str, tuple[float, float]]:
     async with aiohttp.ClientSession() as http:
         health = [await health_latency(http, server) for _ in range(SAMPLES_HEALTH)]
         hooks = [await signed_webhook(http, server) for _ in range(SAMPLES_WEBHOOK)]
@@ -66,8 +66,8 @@ async def _measure(server) -> dict[str, tuple[float, float]]:  # type: ignore[no
 
 
 async def _during(
-    server, start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]]
-) -> dict[str, tuple[float, float]]:  # type: ignore[no-untyped-def]
+    server: ServerProcess, start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]]
+) -> dict[str, tuple[float, float]]:
     stop = await start()
     try:
         return await _measure(server)
