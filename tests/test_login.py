@@ -504,7 +504,7 @@ FORM = "application/x-www-form-urlencoded"
     ("body", "headers", "status"),
     [
         (b"address=4a1::1", {"Content-Type": f"{FORM}; charset=bogus"}, 400),
-        (b"garbage", {"Content-Type": FORM, "Content-Encoding": "gzip"}, 400),
+        (b"garbage", {"Content-Type": FORM, "Content-Encoding": "gzip"}, 415),
         (b"address=\xff\xfe", {"Content-Type": FORM}, 400),
         (b"--b\r\nnot a part", {"Content-Type": "multipart/form-data; boundary=b"}, 400),
         (b'{"address": "4a1::1"}', {"Content-Type": "application/json"}, 400),

@@ -20,7 +20,12 @@ from ..payments.base import PaymentProvider, WebhookParser
 from ..payments.stub import StubCheckouts
 from ..store import Store, deliveries, logins, web_sessions
 from . import login, purchase, stub_checkout
-from .guards import csrf_middleware, page_errors_middleware
+from .guards import (
+    FORM_MAX_BYTES,
+    csrf_middleware,
+    encoded_bodies_middleware,
+    page_errors_middleware,
+)
 from .health import health, ready
 from .keyed_locks import KeyedLocks
 from .keys import (
@@ -40,7 +45,7 @@ from .metrics import new_metrics
 from .metrics_routes import metrics_page, timing_middleware
 from .pages import setup_pages
 from .recent import RecentAsks
-from .webhooks import stripe_webhook
+from .webhooks import setup_webhook_sampling, stripe_webhook
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +76,14 @@ def create_app(
     key for key proofs.
     """
     app = web.Application(
-        client_max_size=settings.webhook_max_bytes,
-        middlewares=[timing_middleware, page_errors_middleware, csrf_middleware],
+        # What request.read()/post() accept: our forms. The webhook reads with its own bound.
+        client_max_size=FORM_MAX_BYTES,
+        middlewares=[
+            timing_middleware,
+            encoded_bodies_middleware,
+            page_errors_middleware,
+            csrf_middleware,
+        ],
     )
     app[SETTINGS] = settings
     app[STORE] = store
@@ -90,6 +101,7 @@ def create_app(
     app.router.add_get("/metrics", metrics_page)
     if stripe_webhooks is not None:
         app[STRIPE] = stripe_webhooks
+        setup_webhook_sampling(app)
         app.router.add_post("/webhooks/stripe", stripe_webhook)
     app.add_routes(login.routes)
     app.add_routes(purchase.routes)

@@ -346,6 +346,9 @@ def handler_options(limits: ConnectionLimits, logger: logging.Logger) -> dict[st
         # aiohttp reads a body a handler left unread for this long, to keep the connection
         # usable; never longer than the body may take anyway.
         "lingering_time": min(10.0, limits.body_timeout_s),
+        # Never inflate a request body: guards.encoded_bodies_middleware refuses compressed
+        # ones with 415 unread, and without the inflater nothing can be inflated meanwhile.
+        "auto_decompress": False,
         "logger": logger,
         "access_log": None,
     }

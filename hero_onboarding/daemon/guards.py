@@ -1,6 +1,8 @@
 """Guards in front of page handlers: failures as pages, CSRF on every form, `authenticated`.
 
 Webhook routes are left alone: they are signed by their sender and answer in their own terms.
+Every route, webhooks included, refuses compressed bodies before anything reads them (see
+docs/request-bodies.md for why, and how aiohttp would otherwise inflate them).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..serving import FORM_READ_ERRORS
 from ..store import StoreError
 from ..store.web_sessions import WebSession
 from .auth import CSRF_FIELD, VISITOR, settle_visitor_without_store, visitor_of
+from .keys import METRICS
 from .pages import message_page
 
 log = logging.getLogger(__name__)
@@ -26,8 +29,49 @@ UNGUARDED_PREFIXES: Final = ("/webhooks/",)
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 FORM_TYPE: Final = "application/x-www-form-urlencoded"
 FORM_MAX_BYTES: Final = 16 * 1024  # our forms hold a few short fields
+# Stripe and browsers never compress what they send us; anything else would be inflated by
+# aiohttp as it arrives, 1 MB on the wire becoming 1 GiB of CPU work on the event loop.
+IDENTITY_ENCODINGS: Final = frozenset({"", "identity"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def closing(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
+    """Send `response` now, then end the connection without reading the rest of the body.
+
+    Connection: close says we will not take another request on it. protocol.close() makes
+    aiohttp's parser drop every further byte unparsed: nothing more is buffered or inflated.
+    Sending the answer here and then a FIN (write_eof) lets the client read it and see the
+    end; closing outright instead would make the kernel answer the unread bytes with a reset,
+    and a client still sending would lose our answer. aiohttp then waits (at most its
+    lingering_time) for the client to hang up, discarding what it still sends, and closes.
+    """
+    response.force_close()
+    protocol = request.protocol
+    if protocol is not None:
+        protocol.close()
+    await response.prepare(request)
+    await response.write_eof()
+    transport = request.transport
+    if transport is not None and transport.can_write_eof():
+        transport.write_eof()
+    return response
+
+
+@web.middleware
+async def encoded_bodies_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """415 for any request whose body is compressed, on every route, before it is read."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in IDENTITY_ENCODINGS:
+        return await handler(request)
+    request.app[METRICS].bodies_refused.labels("encoding").inc()
+    reason = "Content-Encoding is not accepted: send the body uncompressed"
+    response: web.Response
+    if request.path.startswith(UNGUARDED_PREFIXES):
+        response = web.json_response({"error": reason}, status=415)
+    else:
+        response = await message_page(request, 415, "Not accepted", f"{reason}.")
+    return await closing(request, response)
 
 
 @web.middleware
@@ -65,13 +109,15 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     ):
         return await handler(request)
     if (request.content_length or 0) > FORM_MAX_BYTES:
-        return await message_page(
-            request, 413, "Too much", "That form sent far more than our forms ever hold."
-        )
+        return await _form_too_large(request)
     form = None
     if request.content_type == FORM_TYPE:
         try:
+            # Bounded on the bytes read, chunked or not: the app's client_max_size is
+            # FORM_MAX_BYTES, so aiohttp stops reading one chunk past it.
             form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            return await _form_too_large(request)
         except FORM_READ_ERRORS:
             form = None
     if form is None:
@@ -99,6 +145,14 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "Go back, reload the page and try again.",
         )
     return await handler(request)
+
+
+async def _form_too_large(request: web.Request) -> web.StreamResponse:
+    request.app[METRICS].bodies_refused.labels("too_large").inc()
+    page = await message_page(
+        request, 413, "Too much", "That form sent far more than our forms ever hold."
+    )
+    return await closing(request, page)
 
 
 def authenticated(handler: Handler) -> Handler:

@@ -24,6 +24,11 @@ KNOWN_EVENT_TYPES: Final = frozenset(HANDLED_EVENT_TYPES)
 # Outcomes that gave money back or took it: counted with their amount, per path.
 REVERSALS: Final = MOVED_MONEY - {Outcome.CREDITED}
 UNVERIFIED: Final = "unverified"
+# Why a webhook delivery was refused before (or at) verification: the label of
+# webhook_unverified_total. Fixed here so a client cannot invent series.
+UNVERIFIED_REASONS: Final = ("signature", "too_large", "unreadable")
+# Why a request body was refused unread, whatever the route: body_refused_total's label.
+BODY_REFUSALS: Final = ("encoding", "too_large")
 # Request latencies: a page is a few ms, a checkout waits on the provider for up to seconds.
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -35,6 +40,8 @@ class Metrics:
     checkout_failures: Counter
     webhooks: Counter
     signature_failures: Counter
+    webhook_unverified: Counter
+    bodies_refused: Counter
     credits_applied: Counter
     credited_minor_units: Counter
     duplicates_ignored: Counter
@@ -87,7 +94,7 @@ def new_metrics() -> Metrics:
     def histogram(name: str, doc: str, *labels: str) -> Histogram:
         return Histogram(PREFIX + name, doc, labels, buckets=LATENCY_BUCKETS, registry=registry)
 
-    return Metrics(
+    metrics = Metrics(
         registry=registry,
         checkouts_created=counter(
             "checkouts_created", "Hosted checkouts opened for a buyer", "provider"
@@ -100,6 +107,16 @@ def new_metrics() -> Metrics:
         ),
         signature_failures=counter(
             "webhook_signature_failures", "Webhook deliveries refused for their signature"
+        ),
+        webhook_unverified=counter(
+            "webhook_unverified",
+            "Webhook deliveries refused unverified, by why (each counted; few are stored)",
+            "reason",
+        ),
+        bodies_refused=counter(
+            "request_bodies_refused",
+            "Request bodies refused without reading them: compressed, or over the limit",
+            "reason",
         ),
         credits_applied=counter(
             "credits_applied", "Payments credited to a balance", "source", "currency"
@@ -142,3 +159,9 @@ def new_metrics() -> Metrics:
             "result",
         ),
     )
+    # Every reason shows from the start (at 0), so a rate() over it has a baseline.
+    for reason in UNVERIFIED_REASONS:
+        metrics.webhook_unverified.labels(reason)
+    for reason in BODY_REFUSALS:
+        metrics.bodies_refused.labels(reason)
+    return metrics

@@ -4,6 +4,13 @@ The answer is Stripe's cue: 2xx means "done, never send this again", anything el
 "retry later". So we answer 2xx only after the credit (or the decision not to credit) and the
 delivery record are committed together, 401 for anything not provably from Stripe, and 500 when
 we failed, so Stripe retries until we can take it.
+
+What cannot be shown to come from Stripe (a bad signature, a body over --webhook-max-bytes, a
+body that cannot be read) costs the sender one counter increment: each is counted in
+hero_onboarding_webhook_unverified_total{reason}, but only the first of each second per
+provider is stored in webhook_deliveries and logged, carrying how many were held back since.
+Anyone on the internet can send those; a flood of them must not become a flood of writes.
+Verified deliveries, accepted or refused, are all stored.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from functools import partial
+from typing import Final
 
 import apsw
 from aiohttp import web
@@ -20,10 +28,26 @@ from ..payments.base import EventKind, InvalidPayload, InvalidSignature, Provide
 from ..store import deliveries
 from ..store.db import DISK_ERRORS
 from ..store.deliveries import Delivery
+from .guards import closing
 from .keys import CLOCK, METRICS, SETTINGS, STORE, STRIPE
 from .metrics import UNVERIFIED
+from .sampling import Admitted, RateGate
 
 log = logging.getLogger(__name__)
+
+# Unverified deliveries stored and logged: at most one per this many seconds per provider.
+UNVERIFIED_SAMPLE_S: Final = 1.0
+UNVERIFIED_GATE = web.AppKey("unverified_webhook_gate", RateGate)
+
+
+class BodyTooLarge(Exception):
+    """The body went past the limit; reading stopped there."""
+
+
+def setup_webhook_sampling(app: web.Application) -> None:
+    """Give `app` its own gate for unverified deliveries (per app: no module state)."""
+    app[UNVERIFIED_GATE] = RateGate(UNVERIFIED_SAMPLE_S)
+
 
 _DISPUTES = (EventKind.DISPUTED, EventKind.DISPUTE_WON)
 
@@ -51,18 +75,27 @@ async def _handle(request: web.Request) -> web.Response:
     received_at = int(app[CLOCK]())
     provider = parser.name
 
-    if (request.content_length or 0) > settings.webhook_max_bytes:
-        return await _too_large(request, received_at)
+    limit = settings.webhook_max_bytes
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return await _too_large(request, received_at)
+        if (request.content_length or 0) > limit:
+            raise BodyTooLarge
+        body = await read_bounded(request, limit)
+    except BodyTooLarge:
+        reason = f"body larger than {limit} bytes"
+        return await closing(
+            request, await _unverified(request, 413, reason, "too_large", received_at)
+        )
+    except web.RequestPayloadError as exc:  # broken chunked framing, a short body
+        reason = f"body could not be read: {exc}"
+        return await closing(
+            request, await _unverified(request, 400, reason, "unreadable", received_at)
+        )
 
     try:
         event = parser.parse_webhook(body, request.headers)
     except InvalidSignature as exc:
         app[METRICS].signature_failures.inc()
-        return await _reject(request, 401, str(exc), received_at=received_at)
+        return await _unverified(request, 401, str(exc), "signature", received_at)
     except InvalidPayload as exc:
         return await _reject(request, 400, str(exc), received_at=received_at, verified=True)
 
@@ -131,15 +164,61 @@ def _fulfil_and_record(
     return result
 
 
-async def _too_large(request: web.Request, received_at: int) -> web.Response:
-    limit = request.app[SETTINGS].webhook_max_bytes
-    return await _reject(request, 413, f"body larger than {limit} bytes", received_at=received_at)
+async def read_bounded(request: web.Request, limit: int) -> bytes:
+    """The body, chunked or not, reading no further than one chunk past `limit` bytes."""
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+async def _unverified(
+    request: web.Request, status: int, reason: str, why: str, received_at: int
+) -> web.Response:
+    """Refuse a delivery not shown to be Stripe's: count it always, store and log a sample."""
+    app = request.app
+    provider = app[STRIPE].name
+    app[METRICS].webhook(UNVERIFIED, "rejected")
+    app[METRICS].webhook_unverified.labels(why).inc()
+    admitted = app[UNVERIFIED_GATE].admit(provider)
+    if admitted is not None:
+        held = _held_back(admitted)
+        log.warning(
+            "unverified webhook deliveries (%s): refused one (%d: %s)%s",
+            provider,
+            status,
+            reason,
+            held,
+        )
+        await _record_quietly(
+            request,
+            Delivery(
+                received_at=received_at,
+                provider=provider,
+                verified=False,
+                outcome="rejected",
+                detail=f"{status}: {reason}{held}"[:500],
+            ),
+        )
+    return _error(status, reason)
+
+
+def _held_back(admitted: Admitted) -> str:
+    if not admitted.held_back:
+        return ""
+    return (
+        f"; {admitted.held_back} more refused in the {admitted.since_s:.0f} s before,"
+        " not stored (see hero_onboarding_webhook_unverified_total)"
+    )
 
 
 async def _reject(
-    request: web.Request, status: int, reason: str, *, received_at: int, verified: bool = False
+    request: web.Request, status: int, reason: str, *, received_at: int, verified: bool
 ) -> web.Response:
-    request.app[METRICS].webhook(UNVERIFIED if not verified else "other", "rejected")
+    """Refuse a verified delivery (its payload): every one is logged and stored."""
+    request.app[METRICS].webhook("other", "rejected")
     log.warning("webhook rejected (%d): %s", status, reason)
     await _record_quietly(
         request,
