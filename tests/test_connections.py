@@ -207,6 +207,21 @@ def test_slow_body_fails_with_408_and_the_connection_closes(tmp_path, servers):
     assert_quiet_log(server)
 
 
+def test_a_slow_form_body_is_a_408_page_and_the_connection_closes(tmp_path, servers):
+    server = servers(tmp_path, "--body-timeout-s", "1")
+    sock = connect(server.port)
+    sock.sendall(
+        b"POST /login HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 4000\r\n\r\naddress="
+    )
+    closed, answer = closed_within(sock, 6)
+    assert closed, "a form that never completes must not hold its connection"
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"That took too long" in answer
+    assert_quiet_log(server)
+
+
 # --- caps ---
 
 

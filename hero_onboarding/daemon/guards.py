@@ -20,6 +20,7 @@ from ..serving import FORM_READ_ERRORS
 from ..store import StoreError
 from ..store.web_sessions import WebSession
 from .auth import CSRF_FIELD, VISITOR, settle_visitor_without_store, visitor_of
+from .connections import BodyTimeout
 from .keys import METRICS
 from .pages import message_page
 
@@ -118,6 +119,13 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
             form = await request.post()
         except web.HTTPRequestEntityTooLarge:
             return await _form_too_large(request)
+        except BodyTimeout:
+            return await message_page(
+                request,
+                408,
+                "That took too long",
+                "The form did not arrive in time. Check your connection and try again.",
+            )
         except FORM_READ_ERRORS:
             form = None
     if form is None:

@@ -28,6 +28,7 @@ from ..payments.base import EventKind, InvalidPayload, InvalidSignature, Provide
 from ..store import deliveries
 from ..store.db import DISK_ERRORS
 from ..store.deliveries import Delivery
+from .connections import BodyTimeout
 from .guards import closing
 from .keys import CLOCK, METRICS, SETTINGS, STORE, STRIPE
 from .metrics import UNVERIFIED
@@ -84,6 +85,10 @@ async def _handle(request: web.Request) -> web.Response:
         reason = f"body larger than {limit} bytes"
         return await closing(
             request, await _unverified(request, 413, reason, "too_large", received_at)
+        )
+    except BodyTimeout as exc:  # the sender stalled mid-body (--body-timeout-s)
+        return await closing(
+            request, await _unverified(request, 408, str(exc), "unreadable", received_at)
         )
     except web.RequestPayloadError as exc:  # broken chunked framing, a short body
         reason = f"body could not be read: {exc}"
