@@ -8,18 +8,16 @@ between the check and the connect; the peer credentials belong to the connection
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import os
-import pwd
-import socket
-import struct
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+
+from .peer import peer_credentials, user_name
 
 
 class RpcError(Exception):
@@ -34,30 +32,12 @@ class UntrustedServer(aiohttp.ClientConnectionError):
     """The server on the socket runs as another user: nothing was sent to it."""
 
     def __init__(self, socket_path: str, uid: int | None) -> None:
-        who = "an unknown user" if uid is None else f"uid {uid} ({_user_name(uid)})"
+        who = "an unknown user" if uid is None else f"uid {uid} ({user_name(uid)})"
         super().__init__(
             f"refusing the server on {socket_path}: it runs as {who}, not as uid "
             f"{os.geteuid()} or root; nothing was sent (who owns {Path(socket_path).parent}?)"
         )
         self.socket_path, self.uid = socket_path, uid
-
-
-def peer_uid(sock: socket.socket) -> int | None:
-    """The uid of the process at the other end of a connected Unix socket, from the kernel."""
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    _, uid, _ = struct.unpack("3i", creds)
-    return uid
-
-
-@functools.lru_cache(maxsize=16)
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return "no such user"
 
 
 class PeerCheckingConnector(aiohttp.UnixConnector):
@@ -76,7 +56,8 @@ class PeerCheckingConnector(aiohttp.UnixConnector):
         proto = await super()._create_connection(req, traces, timeout)
         transport = proto.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
-        uid = peer_uid(sock) if sock is not None else None
+        peer = peer_credentials(sock) if sock is not None else None
+        uid = peer.uid if peer is not None else None
         if uid is None or uid not in (os.geteuid(), 0):
             proto.close()
             raise UntrustedServer(self.path, uid)

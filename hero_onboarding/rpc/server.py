@@ -16,14 +16,11 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import functools
 import json
 import logging
 import os
-import pwd
 import socket
 import stat
-import struct
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +33,7 @@ from jsonrpcserver import Error, Result, Success, async_dispatch
 from ..config import StartupError
 from .errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcFault
 from .numbers import refuse_numbers
+from .peer import peer_credentials, user_name
 from .registry import Registry, RpcMethod
 
 log = logging.getLogger(__name__)
@@ -193,22 +191,10 @@ async def manifest_endpoint(request: web.Request) -> web.Response:
 def caller_of(request: web.Request) -> str:
     """Who is on the other end of the socket: the kernel says (SO_PEERCRED), not the caller."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is None or sock.family != socket.AF_UNIX:
+    peer = peer_credentials(sock) if sock is not None else None
+    if peer is None:
         return "unknown"
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return "unknown"
-    pid, uid, _ = struct.unpack("3i", creds)
-    return f"{_user_name(uid)} (uid {uid}, pid {pid})"
-
-
-@functools.lru_cache(maxsize=64)
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return "?"
+    return f"{user_name(peer.uid)} (uid {peer.uid}, pid {peer.pid})"
 
 
 def _wrapped(method: RpcMethod) -> Callable[..., Awaitable[Result]]:
