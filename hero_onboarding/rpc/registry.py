@@ -152,36 +152,72 @@ def quick_check(params: tuple[Param, ...]) -> Callable[[Json], bool]:
 def _quick_value(schema: Mapping[str, Json]) -> ValueCheck | None:
     if not _QUICK_KEYWORDS.issuperset(schema):
         return None
-    tests: list[ValueCheck] = []
-    declared = schema.get("type")
-    if declared is not None:
-        names = [declared] if isinstance(declared, str) else declared
-        if not all(name in _QUICK_TYPES for name in names):
-            return None
-        kinds = [_QUICK_TYPES[name] for name in names]
-        tests.append(lambda v: any(kind(v) for kind in kinds))
-    if "enum" in schema:
-        allowed = tuple(schema["enum"])
-        if not all(isinstance(option, str) for option in allowed):
-            return None
-        tests.append(lambda v: isinstance(v, str) and v in allowed)
-    low, high = schema.get("minimum"), schema.get("maximum")
-    if low is not None or high is not None:
-        tests.append(lambda v: _within(v, low, high))
-    shortest, longest = schema.get("minLength"), schema.get("maxLength")
-    if shortest is not None or longest is not None:
-        tests.append(lambda v: not isinstance(v, str) or _within(len(v), shortest, longest))
-    if "pattern" in schema:
-        search = re.compile(schema["pattern"]).search
-        tests.append(lambda v: not isinstance(v, str) or search(v) is not None)
+    tests = [build(schema) for build in _BUILDERS]
+    active = [test for test in tests if test is not _always]
+    if any(test is None for test in active):
+        return None
 
     def check(value: Json) -> bool:
         # Only plain values: a float, list or object goes to jsonschema whatever the schema.
         if not (value is None or isinstance(value, (str, int))):
             return False
-        return all(test(value) for test in tests)
+        return all(test(value) for test in active if test is not None)
 
     return check
+
+
+def _always(_: Json) -> bool:
+    return True
+
+
+def _type_test(schema: Mapping[str, Json]) -> ValueCheck | None:
+    declared = schema.get("type")
+    if declared is None:
+        return _always
+    names = [declared] if isinstance(declared, str) else declared
+    if not all(name in _QUICK_TYPES for name in names):
+        return None
+    kinds = [_QUICK_TYPES[name] for name in names]
+    return lambda v: any(kind(v) for kind in kinds)
+
+
+def _enum_test(schema: Mapping[str, Json]) -> ValueCheck | None:
+    if "enum" not in schema:
+        return _always
+    allowed = tuple(schema["enum"])
+    if not all(isinstance(option, str) for option in allowed):
+        return None
+    return lambda v: isinstance(v, str) and v in allowed
+
+
+def _bounds_test(schema: Mapping[str, Json]) -> ValueCheck:
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is None and high is None:
+        return _always
+    return lambda v: _within(v, low, high)
+
+
+def _length_test(schema: Mapping[str, Json]) -> ValueCheck:
+    shortest, longest = schema.get("minLength"), schema.get("maxLength")
+    if shortest is None and longest is None:
+        return _always
+    return lambda v: not isinstance(v, str) or _within(len(v), shortest, longest)
+
+
+def _pattern_test(schema: Mapping[str, Json]) -> ValueCheck:
+    if "pattern" not in schema:
+        return _always
+    search = re.compile(schema["pattern"]).search
+    return lambda v: not isinstance(v, str) or search(v) is not None
+
+
+_BUILDERS: Final[tuple[Callable[[Mapping[str, Json]], ValueCheck | None], ...]] = (
+    _type_test,
+    _enum_test,
+    _bounds_test,
+    _length_test,
+    _pattern_test,
+)
 
 
 def _within(value: Json, low: Json, high: Json) -> bool:

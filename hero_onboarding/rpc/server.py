@@ -142,8 +142,7 @@ async def _guarded(request: web.Request, entry: Any) -> str | None:
     if refusal is not None:
         return None if refusal.answer is None else json.dumps(refusal.answer)
     try:
-        methods: dict[str, Method] = request.app[METHODS]
-        answer = await dispatch(entry, methods, request)
+        answer = await _dispatch(request, entry)
         return None if answer is None else json.dumps(answer, allow_nan=False)
     except Exception:
         correlation_id = uuid.uuid4().hex[:12]
@@ -151,6 +150,12 @@ async def _guarded(request: web.Request, entry: Any) -> str | None:
         failed = _error(INTERNAL_ERROR, "internal error", {"correlation_id": correlation_id})
         failed["id"] = entry.get("id") if isinstance(entry, dict) else None
         return json.dumps(failed)
+
+
+async def _dispatch(request: web.Request, entry: Any) -> Any:
+    """One entry through the app's methods; its answer as JSON data, None for a notification."""
+    methods: dict[str, Method] = request.app[METHODS]
+    return await dispatch(entry, methods, request)
 
 
 def _answer(body: Any) -> web.Response:
