@@ -5,7 +5,12 @@ Starts a real `hero-onboarding admin` process on a fresh database with U users, 
 `billing_get` N times at concurrency C through the project's RpcClient (aiohttp over the Unix
 socket, keep-alive), after a warm-up, and prints calls/s and p50/p99 latency per round.
 
+`--baseline DIR` also starts a daemon from another checkout's code (its `hero_onboarding`
+package first on PYTHONPATH) on the same database, and alternates rounds between the two, so
+a change is compared with the code before it in one run on a shared, noisy machine.
+
     .venv/bin/python scripts/bench_admin_rpc.py [--calls 20000] [--concurrency 16] [--rounds 3]
+        [--baseline /path/to/other/checkout]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,44 +75,73 @@ async def one_round(
     return calls / elapsed, latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
 
 
+@dataclass
+class Daemon:
+    """One admin daemon under test: which code it runs, its socket, its process."""
+
+    label: str
+    socket_path: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def stats(self) -> psutil.Process:
+        return psutil.Process(self.process.pid)
+
+
+def start_daemon(label: str, home: Path, source: Path | None) -> Daemon:
+    sockets = Path(tempfile.mkdtemp(prefix="hs", dir="/tmp"))
+    env = {**os.environ, "HOME": str(home), "HERO_SOCKET_DIR": str(sockets)}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)  # before the editable install's finder
+    log = (home / f"admin-{label}.log").open("wb")
+    process = subprocess.Popen([CLI, "admin"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    log.close()
+    wait_until(
+        lambda: run_cli("rpc", "info", env=env).returncode == 0, timeout=30, what=f"{label} up"
+    )
+    return Daemon(label, sockets / "hero_onboarding_admin" / "rpc.sock", process)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--baseline", type=Path, help="another checkout to compare with")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="bench-admin-"))
-    sockets = Path(tempfile.mkdtemp(prefix="hs", dir="/tmp"))
-    env = {**os.environ, "HOME": str(home), "HERO_SOCKET_DIR": str(sockets)}
     data_dir = home / "hero" / "var" / "hero_onboarding"
     sids = asyncio.run(seed(data_dir / "onboarding.db", args.users))
-    socket_path = sockets / "hero_onboarding_admin" / "rpc.sock"
-    log = (home / "admin.log").open("wb")
-    process = subprocess.Popen([CLI, "admin"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    daemons: list[Daemon] = []
     try:
-        wait_until(
-            lambda: run_cli("rpc", "info", env=env).returncode == 0, timeout=20, what="admin up"
-        )
+        daemons.append(start_daemon("this", home, None))
+        if args.baseline is not None:
+            daemons.append(start_daemon("baseline", home, args.baseline.resolve()))
         machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
         print(f"machine: {machine}, Python {platform.python_version()}")
         print(f"billing_get x {args.calls}, concurrency {args.concurrency}, {args.users} users")
-        asyncio.run(one_round(socket_path, sids, 1000, args.concurrency))  # warm-up
-        daemon = psutil.Process(process.pid)
+        for daemon in daemons:
+            print(f"{daemon.label}: RSS once up {daemon.stats.memory_info().rss / 2**20:.1f} MiB")
+            asyncio.run(one_round(daemon.socket_path, sids, 1000, args.concurrency))  # warm-up
         for number in range(1, args.rounds + 1):
-            cpu_before = sum(daemon.cpu_times()[:2])
-            rate, p50, p99 = asyncio.run(one_round(socket_path, sids, args.calls, args.concurrency))
-            cpu = (sum(daemon.cpu_times()[:2]) - cpu_before) / args.calls
-            print(
-                f"round {number}: {rate:,.0f} calls/s, p50 {p50 * 1000:.2f} ms, "
-                f"p99 {p99 * 1000:.2f} ms, daemon CPU {cpu * 1e6:.0f} us/call"
-            )
-        print(f"daemon RSS {daemon.memory_info().rss / 2**20:.0f} MiB")
+            for daemon in daemons:
+                cpu_before = sum(daemon.stats.cpu_times()[:2])
+                rate, p50, p99 = asyncio.run(
+                    one_round(daemon.socket_path, sids, args.calls, args.concurrency)
+                )
+                cpu = (sum(daemon.stats.cpu_times()[:2]) - cpu_before) / args.calls
+                print(
+                    f"round {number} {daemon.label}: {rate:,.0f} calls/s, p50 {p50 * 1000:.2f} ms,"
+                    f" p99 {p99 * 1000:.2f} ms, daemon CPU {cpu * 1e6:.0f} us/call"
+                )
+        for daemon in daemons:
+            print(f"{daemon.label}: RSS after {daemon.stats.memory_info().rss / 2**20:.1f} MiB")
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
-        log.close()
+        for daemon in daemons:
+            daemon.process.send_signal(signal.SIGTERM)
+            daemon.process.wait(timeout=10)
 
 
 if __name__ == "__main__":

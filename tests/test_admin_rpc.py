@@ -497,3 +497,37 @@ async def test_reconcile_applies_a_refund_whose_webhook_came_too_early(
     finally:
         await reconciler.close()
         await sandbox.close()
+
+
+# -- what the admin daemon loads (RSS: README, Performance) ---------------------------------
+
+LOADED_AT_START = """
+import asyncio, json, sys
+import hero_onboarding.control.cli
+from hero_onboarding.admin.methods import AdminContext, build_registry
+from hero_onboarding.rpc.server import create_rpc_app, METHODS
+from hero_onboarding.admin.server import SERVICE
+
+async def one_good_call():
+    app = create_rpc_app(build_registry(AdminContext(None, None, None)), SERVICE)
+    # a valid call's parameters pass the quick check: jsonschema is not needed for it
+    return await app[METHODS]["rpc.discover"](None, {})
+
+reply = asyncio.run(one_good_call())
+assert reply.error is None, reply
+print(json.dumps(sorted(m for m in ("cryptography", "jsonschema", "jsonrpcserver")
+                        if m in sys.modules)))
+"""
+
+
+def test_the_admin_daemon_loads_no_crypto_no_jsonschema_no_jsonrpcserver() -> None:
+    """cryptography (~8 MiB: only login proofs use it), jsonschema (only a refused call needs
+    it) and jsonrpcserver (replaced) stay out of the admin daemon's memory."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED_AT_START], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []

@@ -13,7 +13,6 @@ import click
 
 from ..config import ConfigError
 from ..mycelium.address import address_of, parse_public_key
-from ..mycelium.proof import ProofError, make_proof, public_key_of, read_private_key
 
 DEFAULT_KEY = Path("~/.local/share/mycelium/priv_key.bin")
 MAX_CHALLENGE = 200
@@ -32,6 +31,8 @@ def login_proof_command(key_path: Path, challenge: str, server_key: str) -> None
     Prints one line, `<public key>:<proof>`, to paste into the page. On stderr it says which
     address the key belongs to, so you can check it is the one you typed.
     """
+    from ..mycelium.proof import ProofError, make_proof, public_key_of, read_private_key
+
     if not challenge.isascii() or not challenge.strip() or len(challenge) > MAX_CHALLENGE:
         raise ConfigError("--challenge: paste the challenge exactly as the login page shows it")
     try:

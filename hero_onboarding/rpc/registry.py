@@ -3,15 +3,26 @@
 Parameters are JSON Schemas; calls are validated against them before a handler runs (-32602
 with a message naming the parameter), and the OpenRPC document is generated from the same
 entries (`openrpc_document`).
+
+Two checks, one answer: a quick one compiled from the schemas (the keywords our parameters use:
+type, length, bounds, enum, pattern) says "valid" for the calls that are, in a few
+microseconds; anything it does not accept goes to jsonschema, which decides and words the
+error. So jsonschema is the judge of every refusal (its messages are the ones clients see), and
+it is imported only when a call is refused: a daemon answering good calls never loads it, and
+jsonschema per call was a fifth of the admin daemon's time (py-spy, see README Performance).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+import re
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from functools import cache, cached_property
+from typing import TYPE_CHECKING, Any, Final
 
-import jsonschema
+if TYPE_CHECKING:
+    import jsonschema
+    from jsonschema.protocols import Validator
 
 Json = Any
 Handler = Callable[..., Awaitable[Json]]
@@ -42,11 +53,16 @@ class RpcMethod:
     result_schema: dict[str, Json] = field(default_factory=dict)
     errors: tuple[ErrorSpec, ...] = ()
     wants_caller: bool = False  # the handler takes `caller=`: who is calling, for audits
-    _validator: Any = field(init=False, repr=False, compare=False)
+    _quick: Callable[[Json], bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Built once: compiling a validator per call cost more than the call itself.
-        object.__setattr__(self, "_validator", _StrictValidator(self.params_schema()))
+        object.__setattr__(self, "_quick", quick_check(self.params))
+
+    @cached_property
+    def _validator(self) -> Validator:
+        # Built once, on the first call the quick check does not pass: compiling a validator
+        # per call cost more than the call itself.
+        return _strict_validator()(self.params_schema())
 
     def params_schema(self) -> dict[str, Json]:
         return {
@@ -64,6 +80,8 @@ class RpcMethod:
             params = {}
         if not _encodable(params):
             return "strings must be valid Unicode (no lone surrogates)"
+        if self._quick(params):
+            return None
         error = min(self._validator.iter_errors(params), key=_depth_first, default=None)
         if error is None:
             return None
@@ -71,13 +89,141 @@ class RpcMethod:
         return f"{where}: {error.message}" if where else error.message
 
 
-# JSON Schema counts 1.0 as an integer; amounts and page sizes must be whole numbers as sent.
-_StrictValidator = jsonschema.validators.extend(
-    jsonschema.Draft7Validator,
-    type_checker=jsonschema.Draft7Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
-    ),
+@cache
+def _strict_validator() -> type[Validator]:
+    """Draft 7, except that 1.0 is not an integer: amounts and page sizes must be whole
+    numbers as sent (JSON Schema counts 1.0 as one)."""
+    import jsonschema  # here: only a refused call needs it (module docstring)
+
+    validator: type[Validator] = jsonschema.validators.extend(
+        jsonschema.Draft7Validator,
+        type_checker=jsonschema.Draft7Validator.TYPE_CHECKER.redefine(
+            "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+        ),
+    )
+    return validator
+
+
+# -- the quick check ---------------------------------------------------------------------------
+# It may only say True where jsonschema (with _strict_validator) says valid; where in doubt it
+# says False and jsonschema decides. tests/test_rpc_params.py checks that against jsonschema.
+
+ValueCheck = Callable[[Json], bool]
+_QUICK_KEYWORDS: Final = frozenset(
+    {"type", "minLength", "maxLength", "minimum", "maximum", "enum", "pattern", "default"}
 )
+_QUICK_TYPES: Final[Mapping[str, ValueCheck]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def _never(_: Json) -> bool:
+    return False
+
+
+def quick_check(params: tuple[Param, ...]) -> Callable[[Json], bool]:
+    """A function saying True only for parameter objects the schemas surely accept."""
+    checks: dict[str, ValueCheck] = {}
+    for param in params:
+        check = _quick_value(param.schema)
+        if check is None:
+            return _never  # a keyword it does not know: jsonschema decides every call
+        checks[param.name] = check
+    required = tuple(p.name for p in params if p.required)
+
+    def valid(given: Json) -> bool:
+        if not isinstance(given, dict):
+            return False
+        for name in required:
+            if name not in given:
+                return False
+        for name, value in given.items():
+            check = checks.get(name)
+            if check is None or not check(value):
+                return False
+        return True
+
+    return valid
+
+
+def _quick_value(schema: Mapping[str, Json]) -> ValueCheck | None:
+    if not _QUICK_KEYWORDS.issuperset(schema):
+        return None
+    tests = [build(schema) for build in _BUILDERS]
+    active = [test for test in tests if test is not _always]
+    if any(test is None for test in active):
+        return None
+
+    def check(value: Json) -> bool:
+        # Only plain values: a float, list or object goes to jsonschema whatever the schema.
+        if not (value is None or isinstance(value, (str, int))):
+            return False
+        return all(test(value) for test in active if test is not None)
+
+    return check
+
+
+def _always(_: Json) -> bool:
+    return True
+
+
+def _type_test(schema: Mapping[str, Json]) -> ValueCheck | None:
+    declared = schema.get("type")
+    if declared is None:
+        return _always
+    names = [declared] if isinstance(declared, str) else declared
+    if not all(name in _QUICK_TYPES for name in names):
+        return None
+    kinds = [_QUICK_TYPES[name] for name in names]
+    return lambda v: any(kind(v) for kind in kinds)
+
+
+def _enum_test(schema: Mapping[str, Json]) -> ValueCheck | None:
+    if "enum" not in schema:
+        return _always
+    allowed = tuple(schema["enum"])
+    if not all(isinstance(option, str) for option in allowed):
+        return None
+    return lambda v: isinstance(v, str) and v in allowed
+
+
+def _bounds_test(schema: Mapping[str, Json]) -> ValueCheck:
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is None and high is None:
+        return _always
+    return lambda v: _within(v, low, high)
+
+
+def _length_test(schema: Mapping[str, Json]) -> ValueCheck:
+    shortest, longest = schema.get("minLength"), schema.get("maxLength")
+    if shortest is None and longest is None:
+        return _always
+    return lambda v: not isinstance(v, str) or _within(len(v), shortest, longest)
+
+
+def _pattern_test(schema: Mapping[str, Json]) -> ValueCheck:
+    if "pattern" not in schema:
+        return _always
+    search = re.compile(schema["pattern"]).search
+    return lambda v: not isinstance(v, str) or search(v) is not None
+
+
+_BUILDERS: Final[tuple[Callable[[Mapping[str, Json]], ValueCheck | None], ...]] = (
+    _type_test,
+    _enum_test,
+    _bounds_test,
+    _length_test,
+    _pattern_test,
+)
+
+
+def _within(value: Json, low: Json, high: Json) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return not isinstance(value, (int, float))  # bounds apply to numbers only
+    return (low is None or value >= low) and (high is None or value <= high)
 
 
 def _encodable(value: Json) -> bool:
