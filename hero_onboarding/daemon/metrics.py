@@ -78,6 +78,10 @@ class Metrics:
         finally:
             self.provider_seconds.labels(operation, result).observe(time.perf_counter() - started)
 
+    def observe_request(self, route: str, method: str, seconds: float) -> None:
+        """One request's latency (what metrics_routes.timing_middleware records for pages)."""
+        self.request_seconds.labels(route, method).observe(seconds)
+
     def webhook(self, event_type: str, outcome: str) -> None:
         label = (
             event_type if event_type in KNOWN_EVENT_TYPES or event_type == UNVERIFIED else "other"
