@@ -64,9 +64,7 @@ async def closing(request: web.BaseRequest, response: web.StreamResponse) -> web
 
 
 @web.middleware
-async def unguarded_routes_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
+async def unguarded_routes_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Webhook routes skip the page middlewares: refused if compressed, timed, and handled.
 
     Only routes that matched: a 404 or 405 under /webhooks/ takes the usual chain.
