@@ -171,6 +171,31 @@ def test_trickling_header_lines_does_not_extend_the_head_timeout(tmp_path, serve
     assert_quiet_log(server)
 
 
+def test_requests_keep_a_connection_open_and_each_head_gets_its_own_timeout(tmp_path, servers):
+    # One timer serves every phase of a connection (connections.GuardedRequestHandler._arm):
+    # requests finished in time never trip it, however long the connection lives, and a head
+    # begun while the timer is still set for an earlier request is cut at its own deadline.
+    server = servers(tmp_path, "--request-head-timeout-s", "1")
+    sock = connect(server.port)
+    sock.settimeout(5)
+    opened = time.monotonic()
+    while time.monotonic() - opened < 2.5:  # 2.5 head timeouts of requests, 0.2 s apart
+        sock.sendall(HEALTH)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        closed, _ = closed_within(sock, 0.2)
+        assert not closed, "a connection whose requests arrive in time must stay open"
+    sock.sendall(HEALTH)
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+    closed, _ = closed_within(sock, 0.6)  # the timer set for that request is still pending
+    assert not closed
+    begun = time.monotonic()
+    sock.sendall(b"GET /health HTTP/1.1\r\n")  # a head that never ends
+    closed, _ = closed_within(sock, 4)
+    assert closed, "an unfinished head must be cut at the head timeout"
+    assert 0.8 < time.monotonic() - begun < 2.5
+    assert_quiet_log(server)
+
+
 def test_idle_keepalive_connection_is_closed_after_the_keepalive_timeout(tmp_path, servers):
     # The head clock starts at the next request's first byte: idle time is keep-alive's.
     server = servers(tmp_path, "--request-head-timeout-s", "1", "--keepalive-timeout-s", "3")

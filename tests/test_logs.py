@@ -54,8 +54,15 @@ def test_a_stalled_stdout_drops_lines_instead_of_blocking_the_caller():
     lines = out.splitlines()
     assert "line 0 of a flood nobody reads" in lines[0]
     dropped = [line for line in lines if "log lines were dropped" in line]
-    assert len(dropped) == 1  # once the writer could write again, before the next line
-    assert "WARNING" in dropped[0]
+    # Said before the next line written after a drop: once when the writer waited on the
+    # stalled pipe; more often when the flood filled the queue while the writer, short of the
+    # GIL, was still writing (a fast caller on a quiet machine). Either way every line of
+    # the flood is written or counted as dropped, none lost unsaid.
+    assert dropped
+    assert all("WARNING" in line for line in dropped)
+    flood = [line for line in lines if "of a flood nobody reads" in line]
+    counted = sum(int(line.split(": ", 1)[1].split()[0]) for line in dropped)
+    assert len(flood) + counted == 50_000
     assert len(lines) < 50_000  # some were dropped and said so
     assert "ERROR server test: after the stall" in out
     assert "ZeroDivisionError" in out  # the traceback is still written

@@ -318,6 +318,44 @@ async def test_chunked_body_over_limit_is_413(client, store, user):
     assert resp.status == 413
 
 
+async def test_signed_body_of_many_chunks_under_the_limit_is_read_whole(client, store, user):
+    """A body larger than one socket read (16 KiB) arrives in pieces: all of it is verified."""
+    evt = await paid(store, user, 1500)
+    evt["data"]["object"]["metadata"]["padding"] = "x" * 200_000
+    assert await send(client, evt) == (200, {"received": True, "outcome": "credited"})
+    assert await balance_of(store, user.sid) == 1500
+
+
+async def test_chunked_signed_body_is_read_to_its_end(client, store, user):
+    """Without a Content-Length the first piece is not the whole body: reading goes on."""
+    body = body_of(await paid(store, user, 1700)).encode()
+
+    async def pieces():
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+            await asyncio.sleep(0)
+
+    resp = await client.post(
+        "/webhooks/stripe",
+        data=pieces(),
+        headers={"Stripe-Signature": sign(body.decode(), SIGNING_SECRET)},
+    )
+    assert resp.status == 200
+    assert await resp.json() == {"received": True, "outcome": "credited"}
+    assert await balance_of(store, user.sid) == 1700
+
+
+async def test_answer_is_json_in_utf8(client, store, user):
+    body = body_of(await paid(store, user, 1000))
+    resp = await client.post(
+        "/webhooks/stripe",
+        data=io.BytesIO(body.encode()),
+        headers={"Stripe-Signature": sign(body, SIGNING_SECRET)},
+    )
+    assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert await resp.read() == b'{"received": true, "outcome": "credited"}'
+
+
 async def test_signed_body_that_is_not_an_event_is_400(client, store, user):
     for body in ("not json at all", '{"object": "list"}', '{"object": "event", "id": 5}'):
         status, answer = await deliver(client, body, sign(body, SIGNING_SECRET))

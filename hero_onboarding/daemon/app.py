@@ -25,6 +25,7 @@ from .guards import (
     csrf_middleware,
     encoded_bodies_middleware,
     page_errors_middleware,
+    unguarded_routes_middleware,
 )
 from .health import health, ready
 from .keyed_locks import KeyedLocks
@@ -79,6 +80,7 @@ def create_app(
         # What request.read()/post() accept: our forms. The webhook reads with its own bound.
         client_max_size=FORM_MAX_BYTES,
         middlewares=[
+            unguarded_routes_middleware,  # webhooks: straight to their handler, timed
             timing_middleware,
             encoded_bodies_middleware,
             page_errors_middleware,

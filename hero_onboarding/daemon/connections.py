@@ -220,8 +220,10 @@ class GuardedRequestHandler(RequestHandler):
         "_body",
         "_body_late",
         "_deadline",
+        "_due",
         "_holds_slot",
         "_key",
+        "_on_due",
         "_peer_ip",
         "_phase",
         "_table",
@@ -242,7 +244,11 @@ class GuardedRequestHandler(RequestHandler):
         self._peer_ip = peer_ip
         self._holds_slot = True
         self._phase = _Phase.HEAD
+        # The one timer, and what it is for: `_on_due` runs once the loop's clock reaches `_due`
+        # (None: nothing is due, the timer may still be armed and will find nothing to do).
         self._deadline: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        self._on_due: Callable[[], None] | None = None
         self._body: StreamReader | None = None
         self._body_late = False
 
@@ -278,6 +284,9 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        if self._deadline is not None:  # nothing may hold a closed connection in the loop
+            self._deadline.cancel()
+            self._deadline = None
         self._body = None
         self.release()
         super().connection_lost(exc)
@@ -298,29 +307,50 @@ class GuardedRequestHandler(RequestHandler):
         return super().handle_error(request, status, exc, message)
 
     # --- the one deadline ---
+    #
+    # A kept-alive connection moves from phase to phase twice per request. Arming a new asyncio
+    # timer each time (and cancelling the old one) was a TimerHandle, a heap push and a
+    # cancelled handle left in the loop's heap per request, on the hottest path there is. So
+    # the timer stays armed: a phase only moves `_due`, and when the timer fires it runs what
+    # is due, or re-arms itself for a deadline that moved later, or stops when none is set.
+    # A connection that keeps finishing requests costs one timer per head timeout, not two
+    # per request.
 
     def _arm(self, delay_s: float, callback: Callable[[], None]) -> None:
-        self._disarm()
-        self._deadline = self._loop.call_later(delay_s, callback)
+        due = self._loop.time() + delay_s
+        self._due, self._on_due = due, callback
+        timer = self._deadline
+        if timer is not None and timer.when() <= due:
+            return  # it fires no later than needed, and will look again then
+        if timer is not None:
+            timer.cancel()
+        self._deadline = self._loop.call_at(due, self._deadline_reached)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._on_due = None
+
+    def _deadline_reached(self) -> None:
+        self._deadline = None
+        callback = self._on_due
+        if callback is None:
+            return
+        if self._loop.time() < self._due:  # the phase changed since this timer was armed
+            self._deadline = self._loop.call_at(self._due, self._deadline_reached)
+            return
+        self._on_due = None
+        callback()
 
     def _open(self) -> None:
         self._phase, self._body = _Phase.OPEN, None
         self._disarm()
 
     def _head_timed_out(self) -> None:
-        self._deadline = None
         log.debug("closed a connection from %s: no request head in time", self._peer_ip)
         self.force_close()
 
     def _body_timed_out(self) -> None:
         """Fail the body for whoever reads it, stop keep-alive, and cut the connection if the
         handler has not answered within a grace period."""
-        self._deadline = None
         self._body_late = True
         log.debug("request body from %s not received in time", self._peer_ip)
         body = self._body
@@ -328,10 +358,9 @@ class GuardedRequestHandler(RequestHandler):
             limit = self._table.limits.body_timeout_s
             body.set_exception(BodyTimeout(f"request body not received within {limit:g} s"))
         self.close()
-        self._deadline = self._loop.call_later(BODY_TIMEOUT_GRACE_S, self._grace_over)
+        self._arm(BODY_TIMEOUT_GRACE_S, self._grace_over)
 
     def _grace_over(self) -> None:
-        self._deadline = None
         self.force_close()
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -51,14 +51,28 @@ class Metrics:
     request_seconds: Histogram
     webhook_seconds: Histogram
     provider_seconds: Histogram
+    # Each (metric, labels) child once looked up: labels() takes a lock and builds a key on
+    # every call, several times per webhook. Label values come from fixed sets (module
+    # docstring), so this holds at most as many entries as the series themselves.
+    _children: dict[tuple[Any, tuple[str, ...]], Any] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def fulfilled(self, source: str, result: Fulfilment, currency: str | None) -> None:
         """Count what one call to billing.fulfil did, by the path that made it."""
         if result.outcome is Outcome.CREDITED:
-            self.credits_applied.labels(source, currency or "").inc()
-            self.credited_minor_units.labels(source, currency or "").inc(result.amount)
+            self.child(self.credits_applied, source, currency or "").inc()
+            self.child(self.credited_minor_units, source, currency or "").inc(result.amount)
         elif result.outcome is Outcome.DUPLICATE:
-            self.duplicates_ignored.labels(source).inc()
+            self.child(self.duplicates_ignored, source).inc()
         elif result.outcome in REVERSALS:
             self.reversals.labels(source, result.outcome.value).inc()
             self.reversed_minor_units.labels(source, result.outcome.value, currency or "").inc(
@@ -78,11 +92,15 @@ class Metrics:
         finally:
             self.provider_seconds.labels(operation, result).observe(time.perf_counter() - started)
 
+    def observe_request(self, route: str, method: str, seconds: float) -> None:
+        """One request's latency (what metrics_routes.timing_middleware records for pages)."""
+        self.child(self.request_seconds, route, method).observe(seconds)
+
     def webhook(self, event_type: str, outcome: str) -> None:
         label = (
             event_type if event_type in KNOWN_EVENT_TYPES or event_type == UNVERIFIED else "other"
         )
-        self.webhooks.labels(label, outcome).inc()
+        self.child(self.webhooks, label, outcome).inc()
 
 
 def new_metrics() -> Metrics:
