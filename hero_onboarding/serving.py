@@ -10,7 +10,8 @@ from typing import Final
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .config import Settings, StartupError
+from .config import Settings
+from .primitives import StartupError
 from .store import Store, StoreError
 
 # What reading a posted form can raise on a hostile body: bad UTF-8 (ValueError), an unknown

@@ -15,11 +15,12 @@ import stripe
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from hero_onboarding.config import Secret, Settings, load_settings
+from hero_onboarding.config import Settings, load_settings
 from hero_onboarding.daemon import create_app
 from hero_onboarding.mycelium.messages import SandboxOutbox
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.payments.stub import StubCheckouts
+from hero_onboarding.primitives import Secret
 from hero_onboarding.sandbox.app import create_sandbox_app
 from hero_onboarding.sandbox.config import SandboxConfig, WebhookEndpoint
 from hero_onboarding.store import Store, balances, checkouts, ledger, users

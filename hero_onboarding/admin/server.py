@@ -7,8 +7,9 @@ import logging
 import os
 
 from .. import __version__, sd_notify
-from ..config import ADMIN_SERVICE, Secret, Settings
+from ..config import ADMIN_SERVICE, Settings
 from ..payments.stripe_provider import StripeCheckouts
+from ..primitives import Secret
 from ..rpc.server import ServiceInfo, bind_unix_socket, create_rpc_app, serving_on_socket
 from ..serving import open_store
 from ..store import Store

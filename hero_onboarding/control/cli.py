@@ -14,13 +14,13 @@ import click
 from .. import __version__
 from ..config import (
     ConfigError,
-    StartupError,
     env_name,
     flag_name,
     load_settings,
     setting_help,
     setting_names,
 )
+from ..primitives import StartupError
 from ..rpc.hero_proc import HeroProcError, HeroProcUnavailable
 from .check import check_command
 from .control_commands import BACKENDS, control

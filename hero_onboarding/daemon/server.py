@@ -9,12 +9,13 @@ import aiohttp
 from aiohttp import web
 
 from .. import sd_notify
-from ..config import Secrets, Settings, StartupError
+from ..config import Secrets, Settings
 from ..mycelium.messages import MessageSender, MyceliumNode, SandboxOutbox
 from ..mycelium.proof import ProofError, load_or_create_key
 from ..payments.base import PaymentProvider
 from ..payments.stripe_provider import StripeCheckouts, StripeWebhooks
 from ..payments.stub import StubCheckouts
+from ..primitives import StartupError
 from ..serving import listening, open_store
 from .app import create_app
 from .connections import guarded_sites

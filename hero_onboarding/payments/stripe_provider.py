@@ -17,7 +17,7 @@ from typing import Any, Final
 import aiohttp
 import stripe
 
-from ..config import Secret
+from ..primitives import Secret
 from .base import (
     MAX_AMOUNT,
     REVERSAL_KINDS,

@@ -30,7 +30,7 @@ from typing import Any, Final
 from aiohttp import web
 from jsonrpcserver import Error, Result, Success, async_dispatch
 
-from ..config import StartupError
+from ..primitives import StartupError
 from .errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcFault
 from .numbers import refuse_numbers
 from .peer import peer_credentials, user_name
