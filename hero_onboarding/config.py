@@ -12,14 +12,33 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, get_type_hints
+from typing import Any, Final, TypeVar, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
+
+from .primitives import Secret
 
 ENV_PREFIX: Final = "HERO_ONBOARDING_"
 ADMIN_SERVICE: Final = "hero_onboarding_admin"
-MODES: Final = ("production", "sandbox")
-PROVIDERS: Final = ("stripe", "stub")
+
+
+class Mode(StrEnum):
+    """Whether money is real. A StrEnum: it compares, prints and reaches env vars as its value."""
+
+    PRODUCTION = "production"
+    SANDBOX = "sandbox"  # local Stripe sandbox or the stub, login codes on a local page
+
+
+class ProviderName(StrEnum):
+    """Who takes payments (--provider). Each has a module in payments/ and one entry in
+    payments/providers.py's registry; tests/test_providers.py checks the two agree."""
+
+    STRIPE = "stripe"
+    STUB = "stub"
+
+
+E = TypeVar("E", bound=StrEnum)
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("text", "json")
 # Stripe accepts at most 8 digits for an amount in minor units (USD 999,999.99).
@@ -40,10 +59,6 @@ MAX_RECONCILE_INTERVAL_S: Final = 86400
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with; the message names setting and value."""
-
-
-class StartupError(RuntimeError):
-    """A daemon cannot start as configured (port taken, database unusable); says which and why."""
 
 
 # --- validators: each takes the parsed value and returns it (normalised) or raises ValueError ---
@@ -102,21 +117,28 @@ def _optional_stripe_account(value: str | None) -> str | None:
     return value
 
 
-def _networks(value: str) -> str:
-    parts = [part.strip() for part in value.split(",") if part.strip()]
-    try:
-        networks = [ipaddress.ip_network(part, strict=False) for part in parts]
-    except ValueError as exc:
-        raise ValueError(f"must be comma-separated networks such as 10.0.0.0/8: {exc}") from None
-    return ",".join(str(network) for network in networks)
-
-
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _network_list(value: str) -> tuple[Network, ...]:
-    """A validated `_networks` value as network objects."""
-    return tuple(ipaddress.ip_network(part) for part in value.split(",") if part)
+class Networks(tuple[Network, ...]):
+    """IP networks, parsed once when Settings are built (a request only tests membership).
+
+    Its str() is the comma form the flag and variable take, so control/ hands a daemon the
+    same text it was given (normalised: `10.1.2.3/8` becomes `10.0.0.0/8`).
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return ",".join(str(network) for network in self)
+
+
+def _networks(value: str) -> Networks:
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    try:
+        return Networks(ipaddress.ip_network(part, strict=False) for part in parts)
+    except ValueError as exc:
+        raise ValueError(f"must be comma-separated networks such as 10.0.0.0/8: {exc}") from None
 
 
 def _currency(value: str) -> str:
@@ -132,6 +154,16 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}")
         return value
+
+    return check
+
+
+def _member_of(kind: type[E]) -> Callable[[str], E]:
+    """The enum member a flag names (any case); the message lists the choices."""
+    choices = _one_of(tuple(kind))
+
+    def check(value: str) -> E:
+        return kind(choices(value))
 
     return check
 
@@ -172,10 +204,10 @@ class Settings:
     )
     host: str = _setting("127.0.0.1", help="address the public daemon listens on", check=_host)
     port: int = _setting(8780, help="port the public daemon listens on", check=_port)
-    mode: str = _setting(
-        "production",
+    mode: Mode = _setting(
+        Mode.PRODUCTION,
         help="production, or sandbox (local Stripe, no real money)",
-        check=_one_of(MODES),
+        check=_member_of(Mode),
     )
     currency: str = _setting("usd", help="currency credits are sold and kept in", check=_currency)
     amount_min: int = _setting(
@@ -184,10 +216,10 @@ class Settings:
     amount_max: int = _setting(
         100_000, help="largest purchase, minor units", check=_between(1, STRIPE_MAX_AMOUNT)
     )
-    provider: str = _setting(
-        "stripe",
+    provider: ProviderName = _setting(
+        ProviderName.STRIPE,
         help="who takes payments: stripe, or stub (a local page, no money, no network)",
-        check=_one_of(PROVIDERS),
+        check=_member_of(ProviderName),
     )
     stripe_api_base: str | None = _setting(
         None, help="Stripe API base URL (default: real Stripe)", check=_optional_http_url
@@ -285,13 +317,13 @@ class Settings:
         "X-Real-IP); unset: the TCP peer",
         check=_optional_header,
     )
-    trusted_proxies: str = _setting(
-        "127.0.0.0/8,::1/128",
+    trusted_proxies: Networks = _setting(
+        _networks("127.0.0.0/8,::1/128"),
         help="comma-separated networks whose --client-ip-header is believed",
         check=_networks,
     )
-    metrics_networks: str = _setting(
-        "127.0.0.0/8,::1/128",
+    metrics_networks: Networks = _setting(
+        _networks("127.0.0.0/8,::1/128"),
         help="comma-separated networks allowed to read /metrics",
         check=_networks,
     )
@@ -329,14 +361,6 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "onboarding.db"
-
-    @property
-    def trusted_proxy_networks(self) -> tuple[Network, ...]:
-        return _network_list(self.trusted_proxies)
-
-    @property
-    def metrics_allowed_networks(self) -> tuple[Network, ...]:
-        return _network_list(self.metrics_networks)
 
     @property
     def admin_socket_path(self) -> Path:
@@ -444,12 +468,12 @@ def load_settings(
         f"http://{_url_host(values.get('host', '127.0.0.1'))}:{values.get('port', 8780)}",
     )
     settings = Settings(**values)
-    if settings.mode == "sandbox" and not _is_loopback_host(settings.host):
+    if settings.mode == Mode.SANDBOX and not _is_loopback_host(settings.host):
         raise ConfigError(
             f"--mode=sandbox lets anyone log in as any address (its login codes are shown on "
             f"/sandbox/outbox): listen on 127.0.0.1, ::1 or localhost, not {settings.host}"
         )
-    if settings.provider == "stub" and settings.mode != "sandbox":
+    if settings.provider == ProviderName.STUB and settings.mode != Mode.SANDBOX:
         raise ConfigError(
             "--provider=stub credits payments nobody made: it runs only with --mode=sandbox"
         )
@@ -480,21 +504,6 @@ def _url_host(host: str) -> str:
         return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
     except ValueError:
         return host
-
-
-@dataclass(frozen=True, repr=False)
-class Secret:
-    """A credential. Its repr and str never show the value; only `reveal()` does."""
-
-    _value: str
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""What the daemons' foreground runs share: the database, serving on TCP, reading forms."""
+"""What every HTTP server here shares, ours and the sandbox's: serving on TCP, reading forms.
+
+Nothing about our database: the sandbox (Stripe's side) uses this too and must never import
+store/ (opening the store for a daemon is store.opening.open_store).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .config import Settings, StartupError
-from .store import Store, StoreError
+from .primitives import StartupError
 
 # What reading a posted form can raise on a hostile body: bad UTF-8 (ValueError), an unknown
 # charset (LookupError), broken multipart or Content-Encoding (the other two).
@@ -44,16 +47,3 @@ async def listening(
         yield
     finally:
         await runner.cleanup()
-
-
-async def open_store(settings: Settings) -> Store:
-    """The database as settings describe it, migrated; a StartupError if it cannot be used."""
-    try:
-        return await Store.open(
-            settings.db_path,
-            busy_timeout_ms=settings.db_busy_timeout_ms,
-            write_timeout_s=settings.write_timeout_s,
-            read_timeout_s=settings.read_timeout_s,
-        )
-    except StoreError as exc:
-        raise StartupError(str(exc)) from exc

@@ -15,11 +15,12 @@ import stripe
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from hero_onboarding.config import Secret, Settings, load_settings
+from hero_onboarding.config import Settings, load_settings
 from hero_onboarding.daemon import create_app
 from hero_onboarding.mycelium.messages import SandboxOutbox
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
 from hero_onboarding.payments.stub import StubCheckouts
+from hero_onboarding.primitives import Secret
 from hero_onboarding.sandbox.app import create_sandbox_app
 from hero_onboarding.sandbox.config import SandboxConfig, WebhookEndpoint
 from hero_onboarding.store import Store, balances, checkouts, ledger, users
@@ -117,7 +118,7 @@ SERVER_LOGIN_KEY = bytes(
 )  # the server's x25519 key in tests: fixed, never used live
 
 
-def build_app(settings: Settings, store: Store, webhooks: StripeWebhooks, **overrides: Any):
+def build_app(settings: Settings, store: Store, webhooks: StripeWebhooks | None, **overrides: Any):
     """The public app as tests build it: codes go to a sandbox outbox and payments to the stub
     provider, unless told otherwise."""
     options: dict[str, Any] = {
@@ -126,7 +127,7 @@ def build_app(settings: Settings, store: Store, webhooks: StripeWebhooks, **over
         "checkouts": StubCheckouts(settings.public_url),
     }
     options.update(overrides)
-    return create_app(settings, store, webhooks, **options)
+    return create_app(settings, store, (webhooks,) if webhooks else (), **options)
 
 
 # --- the Stripe sandbox (tests/sandbox_kit.py) ---

@@ -18,9 +18,10 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from hero_onboarding.config import Secret, Settings, load_settings
+from hero_onboarding.config import Settings, load_settings
 from hero_onboarding.mycelium.messages import SandboxOutbox
 from hero_onboarding.payments.stripe_provider import StripeCheckouts
+from hero_onboarding.primitives import Secret
 from hero_onboarding.store import Store, checkouts, deliveries
 from hero_onboarding.store.checkouts import CheckoutSession
 from tests.login_kit import Browser

@@ -13,8 +13,8 @@ import apsw
 import openrpc
 import pytest
 
-from hero_onboarding.config import Secret, StartupError
 from hero_onboarding.payments.stripe_provider import StripeCheckouts
+from hero_onboarding.primitives import Secret, StartupError
 from hero_onboarding.rpc.client import RpcError
 from hero_onboarding.rpc.registry import Registry
 from hero_onboarding.rpc.server import bind_unix_socket

@@ -27,10 +27,11 @@ from hypothesis import strategies as st
 
 from hero_onboarding.admin.methods import AdminContext, build_registry
 from hero_onboarding.admin.server import SERVICE
-from hero_onboarding.config import Secret, load_settings
+from hero_onboarding.config import load_settings
 from hero_onboarding.mycelium.messages import SandboxOutbox
 from hero_onboarding.payments.stripe_api import DISPUTE_EVENT_TYPES, REFUND_EVENT_TYPES
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
+from hero_onboarding.primitives import Secret
 from hero_onboarding.rpc.server import create_rpc_app
 from hero_onboarding.store import Store, checkouts, ledger
 from tests.conftest import SIGNING_SECRET, build_app

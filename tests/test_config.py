@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
 import pytest
 
-from hero_onboarding.config import ConfigError, load_settings
+from hero_onboarding.config import ConfigError, Mode, ProviderName, load_settings
+from hero_onboarding.control.daemons import settings_env
 
 
 def test_defaults_live_under_the_hero_home(tmp_path):
@@ -153,10 +155,43 @@ def test_url_schemes_are_read_in_any_case_and_kept_in_lower_case():
 
 def test_trusted_proxies_are_networks():
     settings = load_settings({}, {"trusted_proxies": "10.0.0.0/8, fd00::/8"})
-    assert settings.trusted_proxies == "10.0.0.0/8,fd00::/8"
-    assert len(settings.trusted_proxy_networks) == 2
+    assert settings.trusted_proxies == (ip_network("10.0.0.0/8"), ip_network("fd00::/8"))
+    assert str(settings.trusted_proxies) == "10.0.0.0/8,fd00::/8"  # what control/ hands down
     with pytest.raises(ConfigError, match=re.escape("--trusted-proxies='10.0.0.0/33'")):
         load_settings({}, {"trusted_proxies": "10.0.0.0/33"})
+
+
+def test_networks_are_parsed_once_and_round_trip_through_the_environment():
+    """Settings hold network objects (a request only tests membership); the variable a daemon
+    is started with reads back to the same networks, host bits cleared as before."""
+    settings = load_settings(
+        {"HERO_ONBOARDING_METRICS_NETWORKS": "10.1.2.3/8,::1"}, {"trusted_proxies": "fd00::1/8"}
+    )
+    assert settings.metrics_networks == (ip_network("10.0.0.0/8"), ip_network("::1/128"))
+    assert all(isinstance(n, IPv4Network | IPv6Network) for n in settings.metrics_networks)
+    env = settings_env(settings)
+    assert env["HERO_ONBOARDING_METRICS_NETWORKS"] == "10.0.0.0/8,::1/128"
+    assert load_settings(env) == settings
+    default = load_settings({})
+    assert default.trusted_proxies == default.metrics_networks
+    assert str(default.trusted_proxies) == "127.0.0.0/8,::1/128"
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("--metrics-networks='10.0.0.0/8,nope': must be comma-separated networks"),
+    ):
+        load_settings({}, {"metrics_networks": "10.0.0.0/8,nope"})
+
+
+def test_mode_and_provider_are_enums_that_read_as_their_words():
+    settings = load_settings({}, {"mode": "SANDBOX", "provider": "Stub"})
+    assert settings.mode is Mode.SANDBOX
+    assert settings.provider is ProviderName.STUB
+    assert (settings.mode, str(settings.provider)) == ("sandbox", "stub")
+    assert settings_env(settings)["HERO_ONBOARDING_PROVIDER"] == "stub"
+    with pytest.raises(
+        ConfigError, match=re.escape("--provider='paypal': must be one of stripe, stub")
+    ):
+        load_settings({}, {"provider": "paypal"})
 
 
 def test_reconciliation_runs_every_15_minutes_over_3_days_unless_told_otherwise(tmp_path):

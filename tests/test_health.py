@@ -11,8 +11,8 @@ from functools import partial
 import apsw
 
 from hero_onboarding import __version__
-from hero_onboarding.config import Secret
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
+from hero_onboarding.primitives import Secret
 from hero_onboarding.store import Store, deliveries
 from hero_onboarding.store.deliveries import Delivery
 from tests.conftest import SIGNING_SECRET, build_app

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hero_onboarding.config import StartupError
+from hero_onboarding.primitives import StartupError
 from hero_onboarding.rpc.hero_proc import HeroProcClient, HeroProcError
 from hero_onboarding.rpc.server import bind_unix_socket
 from tests.admin_kit import short_socket_dir

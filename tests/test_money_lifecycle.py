@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from hero_onboarding.billing import Fulfilment, Outcome, Unmatched, fulfil
-from hero_onboarding.config import Secret
 from hero_onboarding.payments.base import EventKind
 from hero_onboarding.payments.stripe_provider import StripeWebhooks, normalise_event
+from hero_onboarding.primitives import Secret
 from hero_onboarding.store import Store, ledger, reversals
 from hero_onboarding.store.ledger import EntryKind, LedgerEntry
 from hero_onboarding.store.users import User

@@ -9,8 +9,8 @@ from dataclasses import replace
 from typing import Any
 
 from hero_onboarding.billing import Outcome, fulfil
-from hero_onboarding.config import Secret
 from hero_onboarding.payments.stripe_provider import StripeCheckouts, normalise_event
+from hero_onboarding.primitives import Secret
 from hero_onboarding.store import Store
 from tests.admin_kit import running_admin, short_socket_dir
 from tests.conftest import balance_of, open_checkout, register, sandbox_config, start_sandbox

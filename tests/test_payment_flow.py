@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from hero_onboarding.config import Secret, Settings, load_settings
+from hero_onboarding.config import Settings, load_settings
 from hero_onboarding.mycelium.messages import SandboxOutbox
 from hero_onboarding.payments.stripe_provider import StripeCheckouts, StripeWebhooks
 from hero_onboarding.payments.stub import StubCheckouts
+from hero_onboarding.primitives import Secret
 from hero_onboarding.store import Store, balances, checkouts, ledger
 from hero_onboarding.store.checkouts import CheckoutSession, CheckoutStatus
 from tests.conftest import build_app, register

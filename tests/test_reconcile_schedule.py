@@ -33,10 +33,10 @@ from hero_onboarding.admin.reconcile_schedule import (
     ReconcileSchedule,
     scheduled,
 )
-from hero_onboarding.config import Secret
 from hero_onboarding.control.check import reconcile_finding
 from hero_onboarding.payments.base import EventKind, ProviderError, ProviderEvent
 from hero_onboarding.payments.stripe_provider import StripeCheckouts
+from hero_onboarding.primitives import Secret
 from hero_onboarding.rpc.client import RpcClient, RpcError
 from hero_onboarding.store import Store, reconcile_runs
 from hero_onboarding.store.reconcile_runs import LeaseHeld, RunOutcome, Trigger

@@ -8,7 +8,7 @@ import time
 import pytest
 import stripe
 
-from hero_onboarding.config import Secret
+from hero_onboarding.primitives import Secret
 from tests.conftest import sandbox_config, start_sandbox
 from tests.sandbox_kit import API_KEY, Harness, run_sync, session_params
 

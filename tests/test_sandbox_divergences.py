@@ -14,7 +14,7 @@ import pytest
 import stripe
 from aiohttp import web
 
-from hero_onboarding.config import Secret
+from hero_onboarding.primitives import Secret
 from hero_onboarding.sandbox.config import SandboxConfig, WebhookEndpoint
 from hero_onboarding.sandbox.objects import API_VERSION
 from tests.conftest import SIGNING_SECRET, sandbox_config, start_sandbox

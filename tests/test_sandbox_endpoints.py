@@ -13,10 +13,10 @@ import pytest
 import stripe
 from aiohttp import web
 
-from hero_onboarding.config import Secret
 from hero_onboarding.payments.base import EventKind
 from hero_onboarding.payments.stripe_api import API_VERSION, HANDLED_EVENT_TYPES
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
+from hero_onboarding.primitives import Secret
 from hero_onboarding.sandbox.endpoint_store import MAX_ENDPOINTS
 from hero_onboarding.sandbox.state import SandboxState
 from tests.conftest import sandbox_config, start_sandbox

@@ -11,9 +11,9 @@ from pathlib import Path
 import stripe
 from aiohttp import web
 
-from hero_onboarding.config import Secret
 from hero_onboarding.payments.base import EventKind
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
+from hero_onboarding.primitives import Secret
 from hero_onboarding.sandbox.config import WebhookEndpoint
 from tests.conftest import (
     OTHER_SECRET,

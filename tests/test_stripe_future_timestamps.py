@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from hero_onboarding.config import Secret
 from hero_onboarding.payments.base import EventKind, InvalidSignature
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
+from hero_onboarding.primitives import Secret
 from tests.conftest import OTHER_SECRET, SIGNING_SECRET, balance_of
 from tests.stripe_events import body_of, event, new_id, sign
 from tests.test_webhook_endpoint import deliver, paid, recorded

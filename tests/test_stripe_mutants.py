@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from hero_onboarding.config import Secret
 from hero_onboarding.payments.base import (
     MAX_AMOUNT,
     CheckoutRequest,
@@ -30,6 +29,7 @@ from hero_onboarding.payments.stripe_provider import (
     normalise_event,
     session_event,
 )
+from hero_onboarding.primitives import Secret
 from tests.conftest import SIGNING_SECRET, sandbox_config, start_sandbox
 from tests.sandbox_kit import API_KEY, Harness
 from tests.stripe_events import (

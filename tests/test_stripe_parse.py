@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from hero_onboarding.config import Secret
 from hero_onboarding.payments.base import EventKind, InvalidPayload, InvalidSignature
 from hero_onboarding.payments.stripe_provider import StripeWebhooks, normalise_event
+from hero_onboarding.primitives import Secret
 from tests.conftest import OTHER_SECRET, SIGNING_SECRET
 from tests.stripe_events import body_of, charge_refunded, checkout_event, event, new_id, sign
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import stripe
 
-from hero_onboarding.config import Secret
 from hero_onboarding.control import stripe_setup
 from hero_onboarding.control.stripe_setup import DESCRIPTION, StripeEndpoints
 from hero_onboarding.payments.base import EventKind
 from hero_onboarding.payments.stripe_api import API_VERSION, HANDLED_EVENT_TYPES
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
+from hero_onboarding.primitives import Secret
 from tests.conftest import sandbox_config, start_sandbox
 from tests.processes import ServerProcess, free_port, run_cli, start_daemon
 from tests.sandbox_kit import API_KEY, card_form, run_sync, session_params

@@ -12,8 +12,8 @@ import apsw
 import pytest
 from aiohttp.test_utils import TestClient
 
-from hero_onboarding.config import Secret
 from hero_onboarding.payments.stripe_provider import StripeWebhooks
+from hero_onboarding.primitives import Secret
 from hero_onboarding.store import Store, checkouts, deliveries
 from hero_onboarding.store.checkouts import CheckoutStatus
 from hero_onboarding.store.users import User

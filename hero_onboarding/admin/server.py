@@ -7,11 +7,12 @@ import logging
 import os
 
 from .. import __version__, sd_notify
-from ..config import ADMIN_SERVICE, Secret, Settings
-from ..payments.stripe_provider import StripeCheckouts
+from ..config import ADMIN_SERVICE, Secrets, Settings
+from ..payments.base import Reconciler
+from ..payments.providers import build_providers
 from ..rpc.server import ServiceInfo, bind_unix_socket, create_rpc_app, serving_on_socket
-from ..serving import open_store
 from ..store import Store
+from ..store.opening import open_store
 from .methods import AdminContext, build_registry
 from .reconcile_run import ReconcileRunner
 from .reconcile_schedule import ReconcileSchedule, scheduled
@@ -27,24 +28,20 @@ SERVICE = ServiceInfo(
 )
 
 
-async def serve_admin(
-    settings: Settings, stripe_secret_key: Secret | None, stop: asyncio.Event
-) -> None:
+async def serve_admin(settings: Settings, secrets: Secrets, stop: asyncio.Event) -> None:
     """Take the socket, open the store, answer until `stop`, then close both (socket removed).
 
     The socket (and the lock beside it) comes first: a second daemon learns that one is running
-    before it touches the database. With a provider and a non-zero --reconcile-interval-s,
+    before it touches the database. With a provider to reconcile with (payments.providers:
+    Stripe's needs STRIPE_SANDBOX_SECRET_KEY) and a non-zero --reconcile-interval-s,
     reconciliation runs on a timer while the daemon answers; stopping cancels a run under way
     between two events (each event is its own transaction) and records it as interrupted.
     """
     bound = await asyncio.to_thread(bind_unix_socket, settings.admin_socket_path)
     try:
         store = await open_store(settings)
-        reconciler = (
-            StripeCheckouts(stripe_secret_key, api_base=settings.stripe_api_base)
-            if stripe_secret_key is not None
-            else None
-        )
+        providers = build_providers(settings, secrets)
+        reconciler = providers.reconciler
         try:
             schedule = _schedule(settings, store, reconciler)
             ctx = AdminContext(settings, store, reconciler, schedule=schedule)
@@ -57,7 +54,9 @@ async def serve_admin(
                     "admin daemon answering on %s (database %s, reconcile %s, schedule %s)",
                     bound.path,
                     settings.db_path,
-                    "with Stripe" if reconciler else "off: no STRIPE_SANDBOX_SECRET_KEY",
+                    f"with {reconciler.name}"
+                    if reconciler
+                    else "off: no STRIPE_SANDBOX_SECRET_KEY",
                     ctx.schedule_state(),
                 )
                 sd_notify.ready(f"answering on {bound.path}")
@@ -65,8 +64,7 @@ async def serve_admin(
                 sd_notify.stopping()
                 log.info("stopping")
         finally:
-            if reconciler is not None:
-                await reconciler.close()
+            await providers.close()
             await store.close()
     finally:
         bound.release()
@@ -74,10 +72,15 @@ async def serve_admin(
 
 
 def _schedule(
-    settings: Settings, store: Store, reconciler: StripeCheckouts | None
+    settings: Settings, store: Store, reconciler: Reconciler | None
 ) -> ReconcileSchedule | None:
-    """The timer, when there is something to reconcile with (see AdminContext.schedule_state)."""
-    if reconciler is None or settings.provider != "stripe" or settings.reconcile_interval_s == 0:
+    """The timer, when the provider we sell through can be reconciled with (see
+    AdminContext.schedule_state)."""
+    if (
+        reconciler is None
+        or reconciler.name != settings.provider
+        or settings.reconcile_interval_s == 0
+    ):
         return None
     return ReconcileSchedule(
         ReconcileRunner(store, reconciler),

@@ -14,13 +14,14 @@ import click
 from .. import __version__
 from ..config import (
     ConfigError,
-    StartupError,
+    Secrets,
     env_name,
     flag_name,
     load_settings,
     setting_help,
     setting_names,
 )
+from ..primitives import StartupError
 from ..rpc.hero_proc import HeroProcError, HeroProcUnavailable
 from .check import check_command
 from .control_commands import BACKENDS, control
@@ -165,8 +166,8 @@ def admin(**flags: str | None) -> None:
     configure_logging(settings.log_level, "admin", settings.log_format)
     make_private((settings.data_dir,), create=False)
     lookup = resolve(os.environ, (SECRET_KEY,), sandbox_mode=settings.mode == "sandbox")
-    secret_key = lookup.get(SECRET_KEY)
-    run_until_signalled(partial(serve_admin, settings, secret_key))
+    secrets = Secrets(stripe_secret_key=lookup.get(SECRET_KEY))
+    run_until_signalled(partial(serve_admin, settings, secrets))
 
 
 @cli.command("stripe-setup", epilog=EXIT_CODES_HELP)

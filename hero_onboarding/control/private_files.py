@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from ..config import StartupError
+from ..primitives import StartupError
 
 PRIVATE_UMASK: Final = 0o077
 LOOSE_BITS: Final = stat.S_IRWXG | stat.S_IRWXO

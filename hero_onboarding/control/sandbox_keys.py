@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from ..config import Secret
+from ..primitives import Secret
 from .errors import CommandFailed
 
 FILE_NAME: Final = "sandbox-keys.json"

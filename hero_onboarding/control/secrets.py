@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from ..config import Secret, Secrets
+from ..config import Secrets
+from ..primitives import Secret
 from ..rpc.hero_proc import (
     SOCKET_ENV,
     HeroProcClient,

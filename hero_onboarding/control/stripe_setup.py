@@ -24,8 +24,9 @@ from urllib.parse import urlsplit
 import click
 import stripe
 
-from ..config import ConfigError, Secret, Settings, _is_loopback_host
+from ..config import ConfigError, Settings, _is_loopback_host
 from ..payments.stripe_api import API_VERSION, HANDLED_EVENT_TYPES
+from ..primitives import Secret
 from .errors import CommandFailed
 from .secrets import SECRET_KEY, WEBHOOK_SIGNING_KEY, SecretLookup, SecretsError
 

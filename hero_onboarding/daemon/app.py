@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
+from types import MappingProxyType
 from typing import Final
 
 import apsw
@@ -17,9 +19,8 @@ from ..config import Settings
 from ..mycelium.messages import MessageSender
 from ..mycelium.proof import public_key_of
 from ..payments.base import PaymentProvider, WebhookParser
-from ..payments.stub import StubCheckouts
 from ..store import Store, deliveries, logins, web_sessions
-from . import login, purchase, stub_checkout
+from . import login, purchase
 from .guards import (
     FORM_MAX_BYTES,
     csrf_middleware,
@@ -40,13 +41,14 @@ from .keys import (
     RECENT_ASKS,
     SETTINGS,
     STORE,
-    STRIPE,
+    WEBHOOK_PARSERS,
 )
 from .metrics import new_metrics
 from .metrics_routes import metrics_page, timing_middleware
 from .pages import setup_pages
+from .provider_pages import DaemonPageHost
 from .recent import RecentAsks
-from .webhooks import setup_webhook_sampling, stripe_webhook
+from .webhooks import setup_webhook_sampling, webhook
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ PROVIDER_ASK_INTERVAL_S: Final = 2.0
 def create_app(
     settings: Settings,
     store: Store,
-    stripe_webhooks: WebhookParser | None,
+    webhooks: Sequence[WebhookParser],
     *,
     checkouts: PaymentProvider,
     messenger: MessageSender,
@@ -71,11 +73,15 @@ def create_app(
 ) -> web.Application:
     """Build the public app. The caller owns `store`, `checkouts` and `messenger`'s connections.
 
-    `checkouts` opens hosted payment pages (Stripe, or the stub); without `stripe_webhooks` (the
-    stub provider and no signing key) there is no webhook endpoint. `messenger` carries login
-    codes (a Mycelium node, or the sandbox outbox); `login_key` is the server's x25519 private
-    key for key proofs.
+    `checkouts` opens hosted payment pages and brings any pages of its own (the stub's); each
+    of `webhooks` is served at /webhooks/{its name}, and with none (the stub provider and no
+    signing key) there is no webhook endpoint. Both come from payments.providers, so the app
+    never knows which provider it sells through. `messenger` carries login codes (a Mycelium
+    node, or the sandbox outbox); `login_key` is the server's x25519 private key for key proofs.
     """
+    parsers = {parser.name: parser for parser in webhooks}
+    if len(parsers) != len(webhooks):
+        raise ValueError("two webhook parsers share a name: " + ", ".join(parsers))
     app = web.Application(
         # What request.read()/post() accept: our forms. The webhook reads with its own bound.
         client_max_size=FORM_MAX_BYTES,
@@ -101,14 +107,15 @@ def create_app(
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_page)
-    if stripe_webhooks is not None:
-        app[STRIPE] = stripe_webhooks
+    app[WEBHOOK_PARSERS] = MappingProxyType(parsers)
+    if parsers:
         setup_webhook_sampling(app)
-        app.router.add_post("/webhooks/stripe", stripe_webhook)
+        # Only the names served match: another provider's path is aiohttp's own 404.
+        names = "|".join(re.escape(name) for name in parsers)
+        app.router.add_post(f"/webhooks/{{provider:{names}}}", webhook)
     app.add_routes(login.routes)
     app.add_routes(purchase.routes)
-    if isinstance(checkouts, StubCheckouts):
-        app.add_routes(stub_checkout.routes)
+    app.add_routes(checkouts.routes(DaemonPageHost()))
     app.cleanup_ctx.append(_pruning)
     return app
 

@@ -112,7 +112,7 @@ class ConnectionLimits:
             body_timeout_s=settings.body_timeout_s,
             max_connections=total,
             max_per_client=settings.max_connections_per_client,
-            uncapped_peers=settings.trusted_proxy_networks if settings.client_ip_header else (),
+            uncapped_peers=settings.trusted_proxies if settings.client_ip_header else (),
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
@@ -16,7 +16,8 @@ from .recent import RecentAsks
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
-STRIPE = web.AppKey("stripe", WebhookParser)
+# Each provider's parser by its name: POST /webhooks/{name} (Stripe's is /webhooks/stripe).
+WEBHOOK_PARSERS = web.AppKey("webhook_parsers", Mapping[str, WebhookParser])
 CLOCK = web.AppKey("clock", Callable[[], float])
 MESSENGER = web.AppKey("messenger", MessageSender)
 LOGIN_KEY = web.AppKey("login_key", bytes)  # the server's x25519 private key for key proofs

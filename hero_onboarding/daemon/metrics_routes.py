@@ -42,7 +42,7 @@ async def metrics_page(request: web.Request) -> web.Response:
     proxied = settings.client_ip_header is None and any(
         header in request.headers for header in FORWARDING_HEADERS
     )
-    if proxied or not within(client_address(request), settings.metrics_allowed_networks):
+    if proxied or not within(client_address(request), settings.metrics_networks):
         # Behind a proxy that was not named in --client-ip-header, the peer is the proxy and
         # says nothing about the client: refuse rather than serve the internet as "localhost".
         return web.Response(status=403, text="metrics are not served to this address\n")

@@ -18,7 +18,7 @@ def client_address(request: web.Request) -> str:
     """
     settings = request.app[SETTINGS]
     peer = request.remote or "unknown"
-    if settings.client_ip_header and within(peer, settings.trusted_proxy_networks):
+    if settings.client_ip_header and within(peer, settings.trusted_proxies):
         forwarded = request.headers.get(settings.client_ip_header, "").split(",")[-1].strip()
         try:
             return str(ipaddress.ip_address(forwarded))

@@ -1,4 +1,4 @@
-"""POST /webhooks/stripe: verify, fulfil, record, answer — in that order, durably.
+"""POST /webhooks/{provider}: verify, fulfil, record, answer — in that order, durably.
 
 The answer is Stripe's cue: 2xx means "done, never send this again", anything else means
 "retry later". So we answer 2xx only after the credit (or the decision not to credit) and the
@@ -25,13 +25,19 @@ import apsw
 from aiohttp import web
 
 from ..billing import Fulfilment, Outcome, apply_event
-from ..payments.base import EventKind, InvalidPayload, InvalidSignature, ProviderEvent
+from ..payments.base import (
+    EventKind,
+    InvalidPayload,
+    InvalidSignature,
+    ProviderEvent,
+    WebhookParser,
+)
 from ..store import deliveries
 from ..store.db import DISK_ERRORS
 from ..store.deliveries import Delivery
 from .connections import BodyTimeout
 from .guards import closing
-from .keys import CLOCK, METRICS, SETTINGS, STORE, STRIPE
+from .keys import CLOCK, METRICS, SETTINGS, STORE, WEBHOOK_PARSERS
 from .metrics import UNVERIFIED
 from .sampling import Admitted, RateGate
 
@@ -70,7 +76,12 @@ _ANSWERS: Final = {
 }
 
 
-async def stripe_webhook(request: web.Request) -> web.Response:
+def _parser(request: web.Request) -> WebhookParser:
+    """The parser of the provider the path names (the route matches only names it serves)."""
+    return request.app[WEBHOOK_PARSERS][request.match_info["provider"]]
+
+
+async def webhook(request: web.Request) -> web.Response:
     started = time.perf_counter()
     try:
         return await _handle(request)
@@ -80,7 +91,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
 
 async def _handle(request: web.Request) -> web.Response:
     app = request.app
-    settings, store, parser = app[SETTINGS], app[STORE], app[STRIPE]
+    settings, store, parser = app[SETTINGS], app[STORE], _parser(request)
     received_at = int(app[CLOCK]())
     provider = parser.name
 
@@ -204,7 +215,7 @@ async def _unverified(
 ) -> web.Response:
     """Refuse a delivery not shown to be Stripe's: count it always, store and log a sample."""
     app = request.app
-    provider = app[STRIPE].name
+    provider = _parser(request).name
     app[METRICS].webhook(UNVERIFIED, "rejected")
     app[METRICS].webhook_unverified.labels(why).inc()
     admitted = app[UNVERIFIED_GATE].admit(provider)
@@ -249,7 +260,7 @@ async def _reject(
         request,
         Delivery(
             received_at=received_at,
-            provider=request.app[STRIPE].name,
+            provider=_parser(request).name,
             verified=verified,
             outcome="rejected",
             detail=f"{status}: {reason}",

@@ -1,1 +1,1 @@
-"""Payment providers behind one Protocol (payments.base), and their webhook parsing."""
+"""Payment providers behind Protocols (payments.base), built for both daemons by providers.py."""

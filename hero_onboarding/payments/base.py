@@ -1,14 +1,18 @@
 """What every payment provider offers, and the normalised event the ledger understands.
 
 billing.fulfil() sees only ProviderEvent, so Stripe, ClickPesa and the stub differ only here.
+A provider's module builds its parts (`ProviderParts`) from Settings and Secrets; the daemons
+get them through payments/providers.py and never name a provider's classes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
+
+from aiohttp import web
 
 # No provider reports a single amount this large (Stripe allows 8 digits, 12 for a few
 # currencies); refusing more keeps every balance far from SQLite's 64-bit limit.
@@ -135,13 +139,43 @@ class WebhookParser(Protocol):
         ...
 
 
+class PageHost(Protocol):
+    """What the public daemon lends a provider that serves pages of its own (the stub's pay
+    button; ClickPesa's phone form): who is logged in, its templates, and fulfilment. So a
+    provider's pages live in its module while payments/ never imports the daemon."""
+
+    async def buyer(self, request: web.Request) -> str:
+        """The logged-in visitor's sid; a visitor without a session is sent to log in."""
+        ...
+
+    async def render(
+        self, request: web.Request, template: str, **context: Any
+    ) -> web.StreamResponse:
+        """One of the daemon's templates, with its CSRF token and chrome."""
+        ...
+
+    async def not_found(self, request: web.Request, title: str, message: str) -> web.StreamResponse:
+        """A 404 page that says what is gone and links back to the dashboard."""
+        ...
+
+    async def fulfil(self, request: web.Request, event: ProviderEvent) -> str:
+        """Apply what the provider reports, exactly as its webhook would; the outcome's name."""
+        ...
+
+
 class PaymentProvider(Protocol):
     """Creates hosted checkouts and reports on them (webhooks are a WebhookParser's job).
 
-    A provider is owned by the daemon that made it, which calls `close` on the way out.
+    A provider is owned by the daemon that made it (through payments/providers.py), which
+    calls `close` on the way out.
     """
 
     name: str
+
+    def routes(self, host: PageHost) -> Sequence[web.AbstractRouteDef]:
+        """Pages of its own the public daemon serves while it sells through this provider
+        (none for Stripe, whose page is its own site)."""
+        ...
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         """Open a hosted checkout; raises ProviderError when the provider cannot be asked."""
@@ -156,3 +190,24 @@ class PaymentProvider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ProviderParts:
+    """What one provider contributes to a daemon, each part None where it cannot be built.
+
+    `checkouts` sells (the public daemon uses the one --provider names); `webhooks` is served
+    at /webhooks/{name}; `reconciler` is the admin daemon's. One object may fill several parts
+    (Stripe's client both sells and reconciles); `owned` lists what must be closed, once.
+    `missing` says why `checkouts` is None, for the StartupError when it is the one selected.
+    """
+
+    checkouts: PaymentProvider | None = None
+    webhooks: WebhookParser | None = None
+    reconciler: Reconciler | None = None
+    owned: tuple[Closable, ...] = ()
+    missing: str = ""

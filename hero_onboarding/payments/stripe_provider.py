@@ -16,8 +16,10 @@ from typing import Any, Final
 
 import aiohttp
 import stripe
+from aiohttp import web
 
-from ..config import Secret
+from ..config import Secrets, Settings
+from ..primitives import Secret
 from .base import (
     MAX_AMOUNT,
     REVERSAL_KINDS,
@@ -26,8 +28,10 @@ from .base import (
     EventKind,
     InvalidPayload,
     InvalidSignature,
+    PageHost,
     ProviderError,
     ProviderEvent,
+    ProviderParts,
 )
 from .stripe_api import API_VERSION, DISPUTE_EVENT_TYPES, REFUND_EVENT_TYPES
 
@@ -171,6 +175,9 @@ class StripeCheckouts:
     async def close(self) -> None:
         await self._http.close_async()
 
+    def routes(self, host: PageHost) -> Sequence[web.AbstractRouteDef]:
+        return ()  # the buyer pays on Stripe's own page
+
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         metadata = {"sid": request.sid, "address": request.address}
         params: dict[str, Any] = {
@@ -244,6 +251,49 @@ class StripeCheckouts:
 MAX_RECONCILE_PAGES: Final = 100
 MAX_NETWORK_RETRIES: Final = 2
 PRODUCT_NAME: Final = "Hero credits"
+
+
+def parts(settings: Settings, secrets: Secrets) -> ProviderParts:
+    """Stripe for either daemon: one client sells and reconciles (with the secret key), the
+    webhook parser checks deliveries (with the signing keys); either may be missing."""
+    client = (
+        StripeCheckouts(
+            secrets.stripe_secret_key,
+            api_base=settings.stripe_api_base,
+            timeout_s=settings.provider_timeout_s,
+        )
+        if secrets.stripe_secret_key is not None
+        else None
+    )
+    webhooks = (
+        StripeWebhooks(
+            secrets.webhook_signing_keys,
+            tolerance_s=settings.webhook_tolerance_s,
+            livemode=livemode_of(secrets.stripe_secret_key),
+            account=settings.stripe_account,
+        )
+        if secrets.webhook_signing_keys
+        else None
+    )
+    return ProviderParts(
+        checkouts=client,
+        webhooks=webhooks,
+        reconciler=client,
+        owned=(client,) if client is not None else (),
+        missing="--provider=stripe needs STRIPE_SANDBOX_SECRET_KEY",
+    )
+
+
+def livemode_of(secret_key: Secret | None) -> bool | None:
+    """Which Stripe mode an API key is for (None when there is none, or its prefix is odd)."""
+    if secret_key is None:
+        return None
+    key = secret_key.reveal()
+    if key.startswith(("sk_live_", "rk_live_")):
+        return True
+    if key.startswith(("sk_test_", "rk_test_")):
+        return False
+    return None
 
 
 def session_event(session: dict[str, Any], *, source: str) -> ProviderEvent | None:

@@ -1,24 +1,35 @@
 """A payment provider with no network, for running the service without Stripe at all.
 
-Its hosted page is one of the public daemon's own (/payment/stub/<id>); paying there turns
-into the same PAID ProviderEvent a Stripe webhook would, and goes through billing.fulfil. It
-keeps its checkouts in memory: a restart forgets the unpaid ones, while what was paid is in the
-ledger like any other payment.
+Its hosted page is one the public daemon serves for it (/payment/stub/<id>, stub_page.py);
+paying there turns into the same PAID ProviderEvent a Stripe webhook would, and goes through
+billing.fulfil. It keeps its checkouts in memory: a restart forgets the unpaid ones, while what
+was paid is in the ledger like any other payment.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .base import Checkout, CheckoutRequest, EventKind, ProviderError, ProviderEvent
+from aiohttp import web
+
+from ..config import ProviderName, Secrets, Settings
+from .base import (
+    Checkout,
+    CheckoutRequest,
+    EventKind,
+    PageHost,
+    ProviderError,
+    ProviderEvent,
+    ProviderParts,
+)
+from .stub_page import PAGE_PATH, page_routes
 
 PROVIDER: Final = "stub"
 MAX_OPEN: Final = 10_000  # memory bound: unpaid stub checkouts held at once
-PAGE_PATH: Final = "/payment/stub/"
 SESSION_ID_TEMPLATE: Final = "{CHECKOUT_SESSION_ID}"
 
 
@@ -47,6 +58,9 @@ class StubCheckouts:
     async def close(self) -> None:
         self._checkouts.clear()
         self._by_key.clear()
+
+    def routes(self, host: PageHost) -> Sequence[web.AbstractRouteDef]:
+        return page_routes(self, host)
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         self._forget_expired()
@@ -119,3 +133,12 @@ class StubCheckouts:
         for checkout in gone:
             del self._checkouts[checkout.id]
             self._by_key.pop(checkout.request.idempotency_key, None)
+
+
+def parts(settings: Settings, secrets: Secrets) -> ProviderParts:
+    """The stub exists only while --provider=stub names it (load_settings allows that only in
+    sandbox mode): it needs no credentials, receives no webhooks, has nothing to reconcile."""
+    if settings.provider != ProviderName.STUB:
+        return ProviderParts(missing="--provider=stub is not selected")
+    stub = StubCheckouts(settings.public_url)
+    return ProviderParts(checkouts=stub, owned=(stub,))

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ..config import StartupError
+from ..primitives import StartupError
 from .dispatch import Method, Reply, dispatch
 from .errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcFault
 from .numbers import refuse_numbers

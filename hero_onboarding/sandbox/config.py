@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from ..config import Secret
+from ..primitives import Secret
 from .versions import EMULATED_VERSIONS
 
 DEFAULT_PORT: Final = 12111  # stripe-mock's port, so tools that expect a local Stripe find it

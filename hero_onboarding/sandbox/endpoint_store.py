@@ -19,7 +19,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Final
 
-from ..config import Secret
+from ..primitives import Secret
 from .checkout import _check_url as check_url
 from .checkout import check_metadata
 from .config import WebhookEndpoint

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..config import StartupError
+from ..primitives import StartupError
 from ..serving import listening
 from .app import create_sandbox_app, load_state
 from .config import SandboxConfig
