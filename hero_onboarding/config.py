@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Final, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
+from .errors import CommandError, SetupError
+
 ENV_PREFIX: Final = "HERO_ONBOARDING_"
 ADMIN_SERVICE: Final = "hero_onboarding_admin"
 MODES: Final = ("production", "sandbox")
@@ -38,11 +40,11 @@ MAX_RECONCILE_WINDOW_S: Final = 30 * 86400
 MAX_RECONCILE_INTERVAL_S: Final = 86400
 
 
-class ConfigError(ValueError):
+class ConfigError(SetupError, ValueError):
     """A setting has a value the service cannot run with; the message names setting and value."""
 
 
-class StartupError(RuntimeError):
+class StartupError(CommandError, RuntimeError):
     """A daemon cannot start as configured (port taken, database unusable); says which and why."""
 
 
