@@ -21,7 +21,7 @@ from ..config import (
 )
 from ..errors import HeroOnboardingError
 from .check import check_command
-from .control_commands import BACKENDS, control
+from .control_commands import BACKEND_CHOICES, control
 from .errors import (
     EXIT_FAILURE,
     EXIT_NOT_RUNNING,
@@ -35,6 +35,7 @@ from .private_files import PRIVATE_UMASK, make_private
 from .rpc_command import rpc_command
 from .sandbox import sandbox_command
 from .secrets import SECRET_KEY, resolve, server_secrets
+from .states import AUTO
 from .supervise import supervise_command
 
 PROG: Final = "hero-onboarding"
@@ -80,8 +81,8 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--sandbox", is_flag=True, help="With --start: add the local Stripe sandbox.")
 @click.option(
     "--backend",
-    type=click.Choice(BACKENDS),
-    default="auto",
+    type=click.Choice(BACKEND_CHOICES),
+    default=AUTO,
     show_default=True,
     help="Supervise under hero_proc, or the built-in supervisor (auto: hero_proc if it answers).",
 )
