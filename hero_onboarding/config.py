@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
+from .errors import SetupError
 from .primitives import Secret
 
 ENV_PREFIX: Final = "HERO_ONBOARDING_"
@@ -57,7 +58,7 @@ MAX_RECONCILE_WINDOW_S: Final = 30 * 86400
 MAX_RECONCILE_INTERVAL_S: Final = 86400
 
 
-class ConfigError(ValueError):
+class ConfigError(SetupError, ValueError):
     """A setting has a value the service cannot run with; the message names setting and value."""
 
 

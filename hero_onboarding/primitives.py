@@ -1,7 +1,7 @@
 """Two small types every layer may use: a credential that never prints, and a startup failure.
 
 They lived in config.py, which made everything that holds a key or refuses to start depend on
-the settings module. This module imports nothing of ours (tests/test_layers.py keeps it so), so
+the settings module. This module imports only errors.py, a leaf too (tests/test_layers.py), so
 the sandbox, payments, rpc and control can all use it without reaching into each other.
 """
 
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import CommandError
 
-class StartupError(RuntimeError):
+
+class StartupError(CommandError, RuntimeError):
     """A daemon cannot start as configured (port taken, database unusable); says which and why."""
 
 

@@ -51,6 +51,16 @@ class Install:
     def daemon(self, name: str) -> dict[str, Any]:
         return next(d for d in self.status()["daemons"] if d["name"] == name)
 
+    def recorded(self, name: str) -> dict[str, Any]:
+        """The built-in supervisor's own record of daemon `name` (run/status.json): what
+        --status starts from, read without starting a CLI, for tests that poll it often."""
+        try:
+            record = json.loads((self.data_dir / "run" / "status.json").read_text())
+        except (OSError, ValueError):  # not written yet, or being replaced
+            return {}
+        entry = record.get("daemons", {}).get(name) or {}
+        return {**entry, "pid": (entry.get("identity") or {}).get("pid")}
+
     def processes(self) -> list[psutil.Process]:
         """Every live process started for this installation (it carries our data dir)."""
         found = []

@@ -23,6 +23,7 @@ from typing import Any, Final, TypeVar
 import apsw
 
 from ..billing import ALREADY_KNOWN, MOVED_MONEY, Outcome, apply_event
+from ..errors import UnavailableError
 from ..payments.base import ProviderEvent, Reconciler
 from ..store import Store, audit, reconcile_runs
 from ..store.reconcile_runs import ReconcileRun, RunOutcome, Trigger
@@ -38,7 +39,7 @@ RENEW_EVERY_S: Final = 30.0
 INTERRUPTED: Final = "interrupted: the admin daemon stopped during the run"
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(UnavailableError, RuntimeError, rpc_code=-32016):
     """The run's lease could not be renewed: another taker found it expired and closed it."""
 
 

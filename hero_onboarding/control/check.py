@@ -25,7 +25,8 @@ from .errors import EXIT_FAILURE, EXIT_OK
 from .health import probe
 from .sandbox_keys import FILE_NAME as SANDBOX_KEYS
 from .secrets import SecretsError, look_up, server_secrets
-from .service import ServiceState, current_state
+from .service import current_state
+from .service_state import ServiceState
 
 # A run's counts, in the order a reader wants them.
 COUNTS_SHOWN: Final = ("checked", "credited", "refunded", "already_done", "not_credited")

@@ -13,7 +13,6 @@ import click
 
 from .. import __version__
 from ..config import (
-    ConfigError,
     Secrets,
     env_name,
     flag_name,
@@ -21,17 +20,14 @@ from ..config import (
     setting_help,
     setting_names,
 )
-from ..primitives import StartupError
-from ..rpc.hero_proc import HeroProcError, HeroProcUnavailable
+from ..errors import HeroOnboardingError
 from .check import check_command
-from .control_commands import BACKENDS, control
+from .control_commands import BACKEND_CHOICES, control
 from .errors import (
     EXIT_FAILURE,
     EXIT_NOT_RUNNING,
     EXIT_OK,
     EXIT_USAGE,
-    CommandFailed,
-    NothingToTalkTo,
 )
 from .foreground import run_until_signalled
 from .login_proof import login_proof_command
@@ -39,7 +35,8 @@ from .logs import configure_logging
 from .private_files import PRIVATE_UMASK, make_private
 from .rpc_command import rpc_command
 from .sandbox import sandbox_command
-from .secrets import SECRET_KEY, SecretsError, resolve, server_secrets
+from .secrets import SECRET_KEY, resolve, server_secrets
+from .states import AUTO
 from .supervise import supervise_command
 
 PROG: Final = "hero-onboarding"
@@ -85,8 +82,8 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--sandbox", is_flag=True, help="With --start: add the local Stripe sandbox.")
 @click.option(
     "--backend",
-    type=click.Choice(BACKENDS),
-    default="auto",
+    type=click.Choice(BACKEND_CHOICES),
+    default=AUTO,
     show_default=True,
     help="Supervise under hero_proc, or the built-in supervisor (auto: hero_proc if it answers).",
 )
@@ -216,16 +213,21 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(EXIT_USAGE if exc.exit_code == 2 else EXIT_FAILURE, exc.format_message())
     except click.exceptions.Abort:
         _fail(EXIT_FAILURE, "aborted")
-    except (ConfigError, SecretsError, NothingToTalkTo) as exc:
-        _fail(EXIT_USAGE, str(exc))
-    except (StartupError, CommandFailed, HeroProcError, HeroProcUnavailable) as exc:
-        _fail(EXIT_FAILURE, str(exc))
+    except HeroOnboardingError as exc:  # each says its exit code (hero_onboarding/errors.py)
+        if exc.exit_code is None:  # one that should have been handled before reaching here
+            _unexpected(exc)
+        _fail(exc.exit_code, str(exc))
     except KeyboardInterrupt:
         _fail(EXIT_FAILURE, "interrupted")
-    except Exception as exc:  # a bug: say what, keep the traceback for --log-level debug
-        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
-        _fail(EXIT_FAILURE, f"unexpected error: {type(exc).__name__}: {exc}")
+    except Exception as exc:
+        _unexpected(exc)
     sys.exit(EXIT_OK)
+
+
+def _unexpected(exc: Exception) -> NoReturn:
+    """A bug: say what, keep the traceback for --log-level debug."""
+    logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+    _fail(EXIT_FAILURE, f"unexpected error: {type(exc).__name__}: {exc}")
 
 
 def _fail(code: int, message: str) -> NoReturn:

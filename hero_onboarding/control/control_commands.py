@@ -11,13 +11,16 @@ import click
 from ..config import Settings
 from . import service
 from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
-from .service import BACKENDS, ServiceState
+from .service_state import ServiceState
+from .states import AUTO, BACKEND_CHOICES, BackendKind
 
-__all__ = ["BACKENDS", "control"]
+__all__ = ["BACKEND_CHOICES", "control"]
 
 
 def control(action: str, settings: Settings, *, sandbox: bool, backend: str, as_json: bool) -> int:
+    """Run one of --start/--stop/--status/--restart; `backend` is a BACKEND_CHOICES word."""
     env = dict(os.environ)
+    wanted = None if backend == AUTO else BackendKind(backend)
     if action == "--status":
         state = asyncio.run(service.current_state(settings, env))
         click.echo(json.dumps(state.as_json(), indent=1) if as_json else describe(state))
@@ -34,12 +37,12 @@ def control(action: str, settings: Settings, *, sandbox: bool, backend: str, as_
                 settings,
                 env,
                 sandbox=sandbox or None,  # without --sandbox: as it ran before
-                backend=None if backend == "auto" else backend,
+                backend=wanted,
             )
         )
         click.echo(describe(state))
         return EXIT_OK
-    state, started = asyncio.run(service.start(settings, env, sandbox=sandbox, backend=backend))
+    state, started = asyncio.run(service.start(settings, env, sandbox=sandbox, backend=wanted))
     if started:
         click.echo(describe(state))
         click.echo(f"stop it with: hero-onboarding --stop (data dir {settings.data_dir})")

@@ -21,6 +21,8 @@ from typing import Any, Final
 
 import psutil
 
+from ..errors import HeroOnboardingError
+
 CREATE_TIME_SLACK_S: Final = 0.05
 LOCK_POLL_S: Final = 0.05
 
@@ -93,7 +95,7 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(partial, path)
 
 
-class LockHeld(RuntimeError):
+class LockHeld(HeroOnboardingError, RuntimeError):
     """Another supervisor holds the lock."""
 
 

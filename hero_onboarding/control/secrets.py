@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from ..config import Secrets
+from ..errors import SetupError
 from ..primitives import Secret
 from ..rpc.hero_proc import (
     SOCKET_ENV,
@@ -40,7 +41,7 @@ HERO_PROC: Final = "hero_proc"
 SANDBOX_KEYS: Final = "sandbox keys file"
 
 
-class SecretsError(RuntimeError):
+class SecretsError(SetupError, RuntimeError):
     """A secret is missing or malformed. The message names it, never its value."""
 
 

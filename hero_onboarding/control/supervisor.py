@@ -30,6 +30,7 @@ from ..config import Settings
 from .daemons import DaemonSpec
 from .identity import ProcessIdentity, waiting_for_lock, write_json
 from .private_files import open_private_append
+from .states import ProcessState
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,32 @@ class RotatingLog:
         return os.fdopen(open_private_append(self.path), "ab")
 
 
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How the supervisor restarts a child that exits: after `first_delay_s`, doubling each
+    time up to `max_delay_s` (from the start again once a child stayed up `stable_after_s`),
+    and not at all once it exited `max_crashes` times within `crash_window_s`.
+
+    The defaults are for real use. Tests shorten the first delay through `supervise`'s hidden
+    --backoff-first-s (see supervise.py), so a give-up takes a second, not half a minute.
+    """
+
+    first_delay_s: float = BACKOFF_FIRST_S
+    max_delay_s: float = BACKOFF_MAX_S
+    stable_after_s: float = STABLE_AFTER_S
+    max_crashes: int = MAX_CRASHES
+    crash_window_s: float = CRASH_WINDOW_S
+
+    def delay_s(self, streak: int) -> float:
+        """The wait before restart number `streak` (1 for the first) of an unstable child."""
+        return min(self.first_delay_s * 2 ** (streak - 1), self.max_delay_s)
+
+
 @dataclass
 class Child:
     spec: DaemonSpec
     output: RotatingLog
-    state: str = "starting"  # starting, running, backoff, failed, stopped
+    state: ProcessState = ProcessState.STARTING
     restarts: int = 0
     identity: ProcessIdentity | None = None
     started_at: float | None = None
@@ -117,9 +139,17 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, specs: list[DaemonSpec], *, sandbox: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        specs: list[DaemonSpec],
+        *,
+        sandbox: bool,
+        policy: RestartPolicy | None = None,
+    ) -> None:
         self._settings = settings
         self._sandbox = sandbox
+        self._policy = policy or RestartPolicy()
         self._children = [
             Child(spec, RotatingLog(settings.logs_dir / f"{spec.name}.log")) for spec in specs
         ]
@@ -151,6 +181,7 @@ class Supervisor:
     async def _keep_up(self, child: Child) -> None:
         """Run `child` until the stop; any surprise is logged and the child run again."""
         streak = 0
+        policy = self._policy
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -162,28 +193,28 @@ class Supervisor:
                 break
             now = time.monotonic()
             child.crashes.append(now)
-            while child.crashes and child.crashes[0] < now - CRASH_WINDOW_S:
+            while child.crashes and child.crashes[0] < now - policy.crash_window_s:
                 child.crashes.popleft()
             log.warning("%s exited (%s)", child.spec.name, child.last_exit)
-            if len(child.crashes) >= MAX_CRASHES:
-                child.state = "failed"
+            if len(child.crashes) >= policy.max_crashes:
+                child.state = ProcessState.FAILED
                 child.note = (
-                    f"gave up after {MAX_CRASHES} exits within {CRASH_WINDOW_S:.0f} s; "
-                    f"see {child.output.path}"
+                    f"gave up after {policy.max_crashes} exits within "
+                    f"{policy.crash_window_s:.0f} s; see {child.output.path}"
                 )
                 log.error("%s: %s", child.spec.name, child.note)
                 self._save()
                 return
-            streak = 1 if now - started >= STABLE_AFTER_S else streak + 1
-            delay = min(BACKOFF_FIRST_S * 2 ** (streak - 1), BACKOFF_MAX_S)
-            child.state = "backoff"
+            streak = 1 if now - started >= policy.stable_after_s else streak + 1
+            delay = policy.delay_s(streak)
+            child.state = ProcessState.BACKOFF
             child.note = f"restarting in {delay:.1f} s after {child.last_exit or returncode}"
             self._save()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
             if not self._stop.is_set():
                 child.restarts += 1
-        child.state = "stopped"
+        child.state = ProcessState.STOPPED
 
     async def _run_once(self, child: Child) -> int | None:
         """Start the child and wait until it exits, or until the stop (then stop it)."""
@@ -202,7 +233,7 @@ class Supervisor:
         child.process = process
         child.identity = ProcessIdentity.of(process.pid)
         child.started_at = time.time()
-        child.state, child.note = "running", ""
+        child.state, child.note = ProcessState.RUNNING, ""
         self._save()
         exited = asyncio.create_task(self._watch(child, process))
         stopping = asyncio.create_task(self._stop.wait())

@@ -50,6 +50,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from ..config import Network, Settings
+from ..errors import InputError
 from ..log_limits import ClientErrorFilter, RateLimit, install_loop_handler, suppressed_note
 from ..memory_trim import MemoryTrimmer
 
@@ -81,7 +82,7 @@ ACCEPT_BATCH: Final = 64
 ACCEPT_RETRY_S: Final = 0.5
 
 
-class BodyTimeout(web.RequestPayloadError, TimeoutError):
+class BodyTimeout(InputError, web.RequestPayloadError, TimeoutError, http_status=408):
     """A request body did not arrive within --body-timeout-s of its head.
 
     Raised from any read of the body (request.read(), .post(), .content). A RequestPayloadError,

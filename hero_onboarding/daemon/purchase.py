@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ..billing import Outcome, fulfil
 from ..config import CHECKOUT_EXPIRY_MARGIN_S, STRIPE_MIN_CHECKOUT_S, Settings
+from ..errors import InputError
 from ..money import format_amount, parse_major, parse_minor
 from ..payments.base import CheckoutRequest, EventKind, ProviderError, ProviderEvent
 from ..store import balances, checkouts, ledger
@@ -52,7 +53,7 @@ IN_PROGRESS: Final = (CheckoutStatus.OPEN, CheckoutStatus.PENDING)
 routes = web.RouteTableDef()
 
 
-class AmountError(ValueError):
+class AmountError(InputError, ValueError, http_status=400):
     """An amount a buyer asked for that we will not charge; the message says why."""
 
 

@@ -25,6 +25,7 @@ import apsw
 from aiohttp import web
 
 from ..billing import Fulfilment, Outcome, apply_event
+from ..errors import InputError
 from ..payments.base import (
     EventKind,
     InvalidPayload,
@@ -48,7 +49,7 @@ UNVERIFIED_SAMPLE_S: Final = 1.0
 UNVERIFIED_GATE = web.AppKey("unverified_webhook_gate", RateGate)
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(InputError, http_status=413):
     """The body went past the limit; reading stopped there."""
 
 

@@ -13,12 +13,14 @@ from typing import Final
 
 import blake3
 
+from ..errors import InputError
+
 MYCELIUM_NETWORK: Final = ipaddress.IPv6Network("400::/7")
 PUBLIC_KEY_BYTES: Final = 32
 MAX_INPUT: Final = 100
 
 
-class AddressError(ValueError):
+class AddressError(InputError, ValueError, http_status=400, rpc_code=-32602):
     """What is wrong with a typed address, in words for the person who typed it."""
 
 

@@ -14,19 +14,21 @@ from typing import Final, Protocol
 
 import aiohttp
 
+from ..errors import UnavailableError
+
 MESSAGES_PATH: Final = "/api/v1/messages"
 OUTBOX_SIZE: Final = 200
 
 
-class NodeError(Exception):
+class NodeError(UnavailableError):
     """The message did not leave; the message is safe to show a user."""
 
 
-class NodeUnavailable(NodeError):
+class NodeUnavailable(NodeError, http_status=503):
     """No node answered at the configured URL (down, wrong URL, timed out)."""
 
 
-class NodeRefused(NodeError):
+class NodeRefused(NodeError, http_status=502):
     """The node answered but did not take the message."""
 
 

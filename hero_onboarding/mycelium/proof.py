@@ -18,6 +18,7 @@ from typing import Final
 import nacl.bindings
 import nacl.exceptions
 
+from ..errors import InputError
 from .address import parse_public_key
 
 KEY_BYTES: Final = 32
@@ -25,7 +26,7 @@ MAC_BYTES: Final = 32
 FIELD_PRIME: Final = 2**255 - 19
 
 
-class ProofError(ValueError):
+class ProofError(InputError, ValueError):
     """A proof that cannot even be read; the message says what was expected."""
 
 

@@ -14,6 +14,8 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
+from ..errors import InputError, UnavailableError
+
 # No provider reports a single amount this large (Stripe allows 8 digits, 12 for a few
 # currencies); refusing more keeps every balance far from SQLite's 64-bit limit.
 MAX_AMOUNT: Final = 10**12
@@ -101,15 +103,15 @@ class Checkout:
     expires_at: int | None
 
 
-class InvalidSignature(ValueError):
+class InvalidSignature(InputError, ValueError, http_status=401):
     """The webhook is not provably from the provider (missing, wrong or stale signature)."""
 
 
-class InvalidPayload(ValueError):
+class InvalidPayload(InputError, ValueError, http_status=400):
     """The webhook is signed but its body is not an event we can read."""
 
 
-class ProviderError(RuntimeError):
+class ProviderError(UnavailableError, RuntimeError, http_status=502, rpc_code=-32013):
     """The provider could not be asked (down, refused our key); the message is safe to show."""
 
 

@@ -17,10 +17,11 @@ from typing import Any
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
+from ..errors import ErrorAnswer, HeroOnboardingError
 from .peer import peer_credentials, user_name
 
 
-class RpcError(Exception):
+class RpcError(ErrorAnswer):
     """The service answered with a JSON-RPC error."""
 
     def __init__(self, code: int, message: str, data: Any = None) -> None:
@@ -28,7 +29,7 @@ class RpcError(Exception):
         self.code, self.message, self.data = code, message, data
 
 
-class UntrustedServer(aiohttp.ClientConnectionError):
+class UntrustedServer(HeroOnboardingError, aiohttp.ClientConnectionError):
     """The server on the socket runs as another user: nothing was sent to it."""
 
     def __init__(self, socket_path: str, uid: int | None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ..errors import ErrorAnswer
+
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
 METHOD_NOT_FOUND: Final = -32601
@@ -11,7 +13,7 @@ INVALID_PARAMS: Final = -32602
 INTERNAL_ERROR: Final = -32603
 
 
-class RpcFault(Exception):
+class RpcFault(ErrorAnswer):
     """Raised by a method: answered as a JSON-RPC error with this code, message and data.
 
     Methods use codes from -32000 down (the spec's server-error range) and document them in

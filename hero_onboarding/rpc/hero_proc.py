@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from ..errors import CommandError
 from .client import RpcClient, RpcError
 
 # ASSUMPTION: the Hero socket layout (§3.2, `~/hero/var/sockets/<service>/rpc.sock`) with
@@ -73,11 +74,11 @@ def hero_proc_socket(env: Mapping[str, str]) -> Path:
     return home / SOCKET_UNDER_HOME
 
 
-class HeroProcUnavailable(Exception):
+class HeroProcUnavailable(CommandError):
     """Nothing listens on hero_proc's socket: it is not running here. Callers go on without it."""
 
 
-class HeroProcError(Exception):
+class HeroProcError(CommandError):
     """hero_proc was reached (or should have been) but the call failed.
 
     `code` is the JSON-RPC error code when it answered with one, else None (timeout, HTTP error,

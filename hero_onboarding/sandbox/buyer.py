@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Final
 
+from ..errors import ErrorAnswer
 from . import cards
 from .checkout import EMAIL
 from .engine import AUTOMATIC, Sandbox, amount_text
@@ -50,7 +51,7 @@ class PayResult:
     status: int = 200
 
 
-class PageError(Exception):
+class PageError(ErrorAnswer):
     """The hosted page cannot take a payment for this session (unknown, paid, expired)."""
 
     def __init__(

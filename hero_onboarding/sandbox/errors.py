@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ..errors import ErrorAnswer
+
 DOC_URL: Final = "https://docs.stripe.com/error-codes"
 
 
 @dataclass
-class StripeApiError(Exception):
+class StripeApiError(ErrorAnswer):
     """Raised anywhere under /v1; the API middleware renders it as Stripe would."""
 
     status: int

@@ -15,12 +15,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from ..errors import HeroOnboardingError
+
 FORMAT_VERSION: Final = 1
 
 Obj = dict[str, Any]
 
 
-class StateFileError(RuntimeError):
+class StateFileError(HeroOnboardingError, RuntimeError):
     """The state file exists but cannot be used; the message says which file and why."""
 
 

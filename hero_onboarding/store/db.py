@@ -8,8 +8,10 @@ from typing import Final
 
 import apsw
 
+from ..errors import UnavailableError
 
-class StoreError(RuntimeError):
+
+class StoreError(UnavailableError, RuntimeError, http_status=503, rpc_code=-32015):
     """The database cannot be used as asked (cannot open, schema too new, closed, not answering)."""
 
 

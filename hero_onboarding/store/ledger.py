@@ -13,6 +13,8 @@ from enum import StrEnum
 
 import apsw
 
+from ..errors import HeroOnboardingError
+
 
 class EntryKind(StrEnum):
     PURCHASE = "purchase"
@@ -46,7 +48,7 @@ class Mismatch:
     ledger_sum: int
 
 
-class LedgerError(RuntimeError):
+class LedgerError(HeroOnboardingError, RuntimeError):
     """An entry that cannot be applied (no balance in that currency for the sid)."""
 
 

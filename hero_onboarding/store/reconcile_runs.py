@@ -18,6 +18,8 @@ from typing import Any, Final
 
 import apsw
 
+from ..errors import UnavailableError
+
 ERROR_MAX_CHARS: Final = 500
 
 
@@ -69,7 +71,7 @@ class RunsSummary:
     by_outcome: dict[RunOutcome, int] = field(default_factory=dict)
 
 
-class LeaseHeld(Exception):
+class LeaseHeld(UnavailableError, rpc_code=-32016):
     """Another run holds the lease; `holder` says which, who started it and until when."""
 
     def __init__(self, holder: ReconcileRun) -> None:
