@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
@@ -34,6 +35,33 @@ from tests.shop_kit import Relay, Shop, shop_settings, stripe_checkouts
 
 SIGNING_SECRET = "whsec_test_" + "a1" * 16
 OTHER_SECRET = "whsec_test_" + "b2" * 16
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/browser/ drives Chromium: one place marks it, not every test."""
+    for item in items:
+        if "browser" in item.path.parts:
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture(autouse=True)
+def processes_only_when_marked(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test without the `process` (or `browser`) marker may not start a process.
+
+    So `scripts/test --fast` (which leaves those markers out) is truly in-process: a new test
+    that spawns the CLI, a daemon or a script fails here until it is marked. asyncio's
+    subprocesses and Playwright's driver go through subprocess.Popen as well.
+    """
+    if request.node.get_closest_marker("process") or request.node.get_closest_marker("browser"):
+        return
+    name = request.node.nodeid
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{name} starts a process: mark it @pytest.mark.process")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,8 @@ from tests.admin_kit import short_socket_dir
 from tests.processes import CLI, run_cli
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.process  # every test here starts real processes
+
 E = "hero-onboarding: error: "
 
 

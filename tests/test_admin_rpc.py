@@ -520,6 +520,7 @@ print(json.dumps(sorted(m for m in ("cryptography", "jsonschema", "jsonrpcserver
 """
 
 
+@pytest.mark.process
 def test_the_admin_daemon_loads_no_crypto_no_jsonschema_no_jsonrpcserver() -> None:
     """cryptography (~8 MiB: only login proofs use it), jsonschema (only a refused call needs
     it) and jsonrpcserver (replaced) stay out of the admin daemon's memory."""

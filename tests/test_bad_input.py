@@ -214,6 +214,7 @@ JSON = st.recursive(
 )
 
 
+@pytest.mark.slow  # several seconds even alone
 @EXAMPLES
 @given(data=st.data())
 def test_signed_but_mangled_events_credit_only_what_a_paid_session_says(
@@ -261,6 +262,7 @@ def _reversal_event(kind: str, pi: str, amount: int, status: str) -> dict[str, A
     return refund_event(kind, payment_intent=pi, amount=amount, status=status)
 
 
+@pytest.mark.slow  # several seconds even alone
 @EXAMPLES
 @given(data=st.data())
 def test_signed_but_mangled_refunds_and_disputes_take_at_most_what_was_paid(

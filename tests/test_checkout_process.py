@@ -22,6 +22,8 @@ from tests.sandbox_kit import API_KEY, card_form
 from tests.shop_kit import ADDRESS, CODE
 from tests.waiting import wait_until_async
 
+pytestmark = pytest.mark.process  # every test here starts real processes
+
 ENV = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET, "STRIPE_SANDBOX_SECRET_KEY": API_KEY}
 BALANCE = re.compile(r'data-testid="balance">([^<]+)<')
 

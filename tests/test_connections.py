@@ -140,6 +140,7 @@ def assert_quiet_log(server: ServerProcess, max_bytes: int = 20_000) -> str:
 # --- deadlines ---
 
 
+@pytest.mark.process
 def test_idle_connection_is_closed_within_the_head_timeout(tmp_path, servers):
     server = servers(tmp_path, "--request-head-timeout-s", "1")
     sock = connect(server.port)
@@ -151,6 +152,7 @@ def test_idle_connection_is_closed_within_the_head_timeout(tmp_path, servers):
     assert_quiet_log(server)
 
 
+@pytest.mark.process
 def test_trickling_header_lines_does_not_extend_the_head_timeout(tmp_path, servers):
     server = servers(tmp_path, "--request-head-timeout-s", "1")
     sock = connect(server.port)
@@ -171,6 +173,7 @@ def test_trickling_header_lines_does_not_extend_the_head_timeout(tmp_path, serve
     assert_quiet_log(server)
 
 
+@pytest.mark.process
 def test_requests_keep_a_connection_open_and_each_head_gets_its_own_timeout(tmp_path, servers):
     # One timer serves every phase of a connection (connections.GuardedRequestHandler._arm):
     # requests finished in time never trip it, however long the connection lives, and a head
@@ -196,6 +199,7 @@ def test_requests_keep_a_connection_open_and_each_head_gets_its_own_timeout(tmp_
     assert_quiet_log(server)
 
 
+@pytest.mark.process
 def test_idle_keepalive_connection_is_closed_after_the_keepalive_timeout(tmp_path, servers):
     # The head clock starts at the next request's first byte: idle time is keep-alive's.
     server = servers(tmp_path, "--request-head-timeout-s", "1", "--keepalive-timeout-s", "3")
@@ -216,6 +220,7 @@ def test_idle_keepalive_connection_is_closed_after_the_keepalive_timeout(tmp_pat
     assert_quiet_log(server)
 
 
+@pytest.mark.process
 def test_slow_body_fails_with_408_and_the_connection_closes(tmp_path, servers):
     server = servers(tmp_path, "--body-timeout-s", "1")
     sock = connect(server.port)
@@ -232,6 +237,7 @@ def test_slow_body_fails_with_408_and_the_connection_closes(tmp_path, servers):
     assert_quiet_log(server)
 
 
+@pytest.mark.process
 def test_a_slow_form_body_is_a_408_page_and_the_connection_closes(tmp_path, servers):
     server = servers(tmp_path, "--body-timeout-s", "1")
     sock = connect(server.port)
@@ -250,6 +256,7 @@ def test_a_slow_form_body_is_a_408_page_and_the_connection_closes(tmp_path, serv
 # --- caps ---
 
 
+@pytest.mark.process
 def test_per_client_cap_refuses_quickly_while_others_are_served(tmp_path, servers):
     server = servers(tmp_path, "--max-connections-per-client", "4")
     held: list[socket.socket] = []
@@ -288,6 +295,7 @@ def test_per_client_cap_refuses_quickly_while_others_are_served(tmp_path, server
     assert "refused a connection from 127.0.0.1" in log
 
 
+@pytest.mark.process
 def test_total_cap_refuses_past_max_connections(tmp_path, servers):
     server = servers(tmp_path, "--max-connections", "20")
     held = [connect(server.port, f"127.0.0.{10 + n % 5}") for n in range(20)]
@@ -308,6 +316,7 @@ def test_total_cap_refuses_past_max_connections(tmp_path, servers):
     assert_quiet_log(server)
 
 
+@pytest.mark.process
 def test_connection_flood_past_the_open_file_limit_leaves_the_daemon_usable(tmp_path, servers):
     server = servers(
         tmp_path,
@@ -343,6 +352,7 @@ def test_connection_flood_past_the_open_file_limit_leaves_the_daemon_usable(tmp_
 # --- logs ---
 
 
+@pytest.mark.process
 def test_malformed_requests_are_one_rate_limited_warning_line(tmp_path, servers):
     server = servers(tmp_path)
     for _ in range(30):
@@ -399,6 +409,7 @@ def test_malformed_request_filter_leaves_our_bugs_alone():
 # --- the open-file limit ---
 
 
+@pytest.mark.process
 def test_soft_open_file_limit_is_raised_to_the_hard_limit(tmp_path, servers):
     server = servers(tmp_path, nofile=(512, 4096))
     limits = Path(f"/proc/{server.process.pid}/limits").read_text()
@@ -451,6 +462,7 @@ def test_trusted_proxy_is_not_held_to_the_per_client_cap(tmp_path):
     ]
 
 
+@pytest.mark.process
 def test_clients_leaving_mid_body_are_one_line_not_tracebacks(tmp_path, servers):
     server = servers(tmp_path)
     for _ in range(20):
@@ -468,6 +480,7 @@ def test_clients_leaving_mid_body_are_one_line_not_tracebacks(tmp_path, servers)
     assert len([line for line in log.splitlines() if "went away" in line]) == 1, log
 
 
+@pytest.mark.process
 def test_memory_goes_back_near_baseline_after_a_burst_of_large_bodies(tmp_path, servers):
     """100 clients hold a ~1 MiB unfinished body each, then leave: RSS returns near where it was
     (without gc.collect and malloc_trim after the burst it stayed ~100 MiB higher)."""

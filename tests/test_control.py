@@ -33,6 +33,7 @@ def install(tmp_path: Path) -> Iterator[Install]:
     installed.stop_all()
 
 
+@pytest.mark.process
 def test_start_sandbox_survives_a_kill_and_stops_leaving_nothing(install: Install) -> None:
     started = install.cli("--start", "--sandbox")
     assert started.returncode == 0, started.stderr
@@ -89,6 +90,7 @@ def test_start_sandbox_survives_a_kill_and_stops_leaving_nothing(install: Instal
     assert "not running" in not_running.stdout
 
 
+@pytest.mark.process
 def test_a_daemon_that_keeps_crashing_is_given_up_and_status_says_so(install: Install) -> None:
     # A short first restart delay (it still doubles): the same give-up, in seconds, not 30.
     fast = {BACKOFF_ENV: "0.05"}
@@ -116,6 +118,7 @@ def test_a_daemon_that_keeps_crashing_is_given_up_and_status_says_so(install: In
     assert install.daemon("admin")["health"] == "ok"  # the others run on
 
 
+@pytest.mark.process
 def test_a_stale_record_naming_an_unrelated_process_is_never_signalled(install: Install) -> None:
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     try:
@@ -142,6 +145,7 @@ def test_a_stale_record_naming_an_unrelated_process_is_never_signalled(install: 
         bystander.wait()
 
 
+@pytest.mark.process
 def test_a_start_that_does_not_come_up_fails_with_the_log_and_leaves_nothing(
     install: Install,
 ) -> None:
@@ -158,6 +162,7 @@ def test_a_start_that_does_not_come_up_fails_with_the_log_and_leaves_nothing(
     assert install.processes() == []
 
 
+@pytest.mark.process
 def test_secrets_from_the_environment_never_reach_ps_logs_or_status(install: Install) -> None:
     secrets = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET, "STRIPE_SANDBOX_SECRET_KEY": API_KEY}
     assert install.cli("--start", **secrets).returncode == 0
@@ -168,6 +173,7 @@ def test_secrets_from_the_environment_never_reach_ps_logs_or_status(install: Ins
     assert API_KEY not in shown
 
 
+@pytest.mark.process
 def test_a_missing_secret_stops_start_naming_it_and_both_places(install: Install) -> None:
     answer = install.cli("--start", STRIPE_SANDBOX_SECRET_KEY=API_KEY)
     assert answer.returncode == 2
@@ -178,6 +184,7 @@ def test_a_missing_secret_stops_start_naming_it_and_both_places(install: Install
     assert install.processes() == []
 
 
+@pytest.mark.process
 def test_bad_control_usage_is_one_line_and_exit_2(install: Install) -> None:
     for args, says in (
         (["--start", "--stop"], "give one of --start, --stop, not several"),
@@ -202,6 +209,7 @@ def test_the_supervisor_log_rotates_by_size(tmp_path: Path) -> None:
     assert b"line 0" not in b"".join(p.read_bytes() for p in tmp_path.iterdir())
 
 
+@pytest.mark.process
 def test_status_json_holds_no_environment(install: Install) -> None:
     assert install.cli("--start", "--sandbox").returncode == 0
     recorded = (install.data_dir / "run" / "status.json").read_text()
@@ -211,6 +219,7 @@ def test_status_json_holds_no_environment(install: Install) -> None:
     assert not (install.data_dir / "run" / "status.json").exists()
 
 
+@pytest.mark.process
 def test_sigterm_to_the_supervisor_stops_every_daemon(install: Install) -> None:
     assert install.cli("--start", "--sandbox").returncode == 0
     status = install.status()
@@ -220,6 +229,7 @@ def test_sigterm_to_the_supervisor_stops_every_daemon(install: Install) -> None:
     assert install.cli("--status").returncode == 3
 
 
+@pytest.mark.process
 def test_check_names_what_is_wrong_then_that_the_running_service_answers(
     install: Install,
 ) -> None:
@@ -254,6 +264,7 @@ def test_check_names_what_is_wrong_then_that_the_running_service_answers(
     assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
 
 
+@pytest.mark.process
 def test_two_starts_at_once_make_one_service(install: Install) -> None:
     starts = [
         subprocess.Popen(
@@ -272,6 +283,7 @@ def test_two_starts_at_once_make_one_service(install: Install) -> None:
     assert install.status()["healthy"]
 
 
+@pytest.mark.process
 def test_a_killed_supervisor_takes_its_daemons_and_a_new_start_works(install: Install) -> None:
     assert install.cli("--start", "--sandbox").returncode == 0
     psutil.Process(install.status()["supervisor_pid"]).kill()

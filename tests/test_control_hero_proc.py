@@ -24,6 +24,8 @@ from tests.sandbox_kit import API_KEY
 from tests.stripe_events import body_of, checkout_event, new_id, sign
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.process  # every test here starts real processes
+
 E = "hero-onboarding: error: "
 SECRETS = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET, "STRIPE_SANDBOX_SECRET_KEY": API_KEY}
 

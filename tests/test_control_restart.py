@@ -19,6 +19,8 @@ from tests.admin_kit import short_socket_dir
 from tests.control_kit import Install
 from tests.fake_hero_proc import running_fake_hero_proc
 
+pytestmark = pytest.mark.process  # every test here starts real processes
+
 ADDRESS = "4a1:2b3c:4d5e:6f70:8192:a3b4:c5d6:e7f8"
 CREDIT = 1234
 

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]  # real processes, for seconds each
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "crash_test.py"
 
 

@@ -27,6 +27,7 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
 
+@pytest.mark.process
 def test_a_started_service_keeps_its_files_to_its_own_user(install: Install) -> None:
     data = install.data_dir
     logs = data / "logs"

@@ -292,6 +292,7 @@ async def test_error_messages_echoing_a_secret_do_not_pass_it_on(socket_path: Pa
 # -- services: really supervised ----------------------------------------------------------------
 
 
+@pytest.mark.process
 async def test_a_created_monitored_started_service_runs_until_stopped(
     hp: HeroProcClient, fake: FakeHeroProc
 ) -> None:
@@ -348,6 +349,7 @@ async def test_creating_a_name_twice_is_already_exists(hp: HeroProcClient) -> No
     assert caught.value.code == ALREADY_EXISTS == -32007
 
 
+@pytest.mark.process
 async def test_a_running_service_cannot_be_forgotten_or_deleted(hp: HeroProcClient) -> None:
     await hp.service_create(sleeper_spec())
     await hp.service_monitor("sleeper")
@@ -367,6 +369,7 @@ async def test_unknown_services(hp: HeroProcClient) -> None:
     assert caught.value.code == SERVICE_NOT_FOUND == -32000
 
 
+@pytest.mark.process
 async def test_stop_only_asks_and_returns_before_the_process_has_exited(
     hp: HeroProcClient, fake: FakeHeroProc, tmp_path: Path
 ) -> None:
@@ -396,6 +399,7 @@ async def test_stop_only_asks_and_returns_before_the_process_has_exited(
     await hp.service_delete("sleeper")
 
 
+@pytest.mark.process
 async def test_a_service_ignoring_sigterm_stays_up_until_killed(
     hp: HeroProcClient, fake: FakeHeroProc
 ) -> None:
@@ -439,6 +443,7 @@ async def test_a_service_ignoring_sigterm_stays_up_until_killed(
     await hp.service_delete("sleeper")
 
 
+@pytest.mark.process
 async def test_teardown_kills_even_a_process_ignoring_sigterm(
     socket_path: Path, tmp_path: Path
 ) -> None:
@@ -454,6 +459,7 @@ async def test_teardown_kills_even_a_process_ignoring_sigterm(
     assert not psutil.pid_exists(status.pid)  # SIGKILLed and reaped by the teardown
 
 
+@pytest.mark.process
 async def test_kill_takes_signal_names_in_any_case_and_does_not_change_the_target(
     hp: HeroProcClient,
 ) -> None:
@@ -470,6 +476,7 @@ async def test_kill_takes_signal_names_in_any_case_and_does_not_change_the_targe
     assert caught.value.code == SERVICE_NOT_FOUND
 
 
+@pytest.mark.process
 async def test_the_stop_signal_comes_from_the_spec(
     hp: HeroProcClient, fake: FakeHeroProc, socket_path: Path
 ) -> None:
@@ -487,6 +494,7 @@ async def test_the_stop_signal_comes_from_the_spec(
     assert (await exited(hp, "sleeper")).state == f"Error(signal: {int(signal.SIGINT)} (SIGINT))"
 
 
+@pytest.mark.process
 async def test_an_injected_failure_answers_instead_and_does_nothing(
     hp: HeroProcClient, fake: FakeHeroProc
 ) -> None:
@@ -514,6 +522,7 @@ async def test_an_injected_failure_answers_instead_and_does_nothing(
     assert (await hp.service_list()).keys() == {"hero_onboarding_admin", "other"}
 
 
+@pytest.mark.process
 async def test_unsupported_methods_are_method_not_found(
     hp: HeroProcClient, fake: FakeHeroProc, socket_path: Path
 ) -> None:
@@ -539,6 +548,7 @@ async def test_unsupported_methods_are_method_not_found(
     assert status.running
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("code", "state"), [(0, "Success"), (3, "Error(exit status: 3)")], ids=["ok", "failed"]
 )
@@ -635,6 +645,7 @@ CLIENT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.process
 def test_the_threaded_fake_serves_a_subprocess_and_kills_what_it_spawned(tmp_path: Path) -> None:
     sock_dir = short_socket_dir()
     try:

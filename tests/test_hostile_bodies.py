@@ -177,6 +177,7 @@ async def test_a_chunked_form_over_the_limit_is_413_and_opens_no_checkout(
     assert rows(server, "SELECT COUNT(*) FROM checkout_sessions") == before
 
 
+@pytest.mark.slow  # several seconds even alone
 async def test_the_same_form_within_the_limit_opens_a_checkout(server: ServerProcess) -> None:
     """The control for the test above: the raw chunked request itself is a working form."""
     jar = aiohttp.CookieJar(unsafe=True)

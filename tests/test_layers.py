@@ -15,7 +15,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from importlinter.cli import lint_imports
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
@@ -28,10 +27,24 @@ def contracts() -> dict[str, dict]:
     return {contract["id"]: contract for contract in config["contracts"]}
 
 
-def test_the_package_keeps_every_import_contract(capsys: pytest.CaptureFixture[str]) -> None:
-    code = lint_imports(config_filename=str(PYPROJECT), no_cache=True, no_logo=True)
-    report = capsys.readouterr().out
-    assert code == 0, report
+def lint(config: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """import-linter in its own process: in ours it would reconfigure logging for later tests."""
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
+         f"sys.exit(lint_imports(config_filename={str(config)!r}, no_cache=True, no_logo=True))"],
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.process
+def test_the_package_keeps_every_import_contract() -> None:
+    ran = lint(PYPROJECT, ROOT)
+    report = ran.stdout + ran.stderr
+    assert ran.returncode == 0, report
     assert "4 kept, 0 broken" in report
 
 
@@ -85,6 +98,7 @@ VIOLATIONS = (
 )
 
 
+@pytest.mark.process
 def test_each_rule_fails_the_run_on_the_import_it_forbids(tmp_path: Path) -> None:
     copy = tmp_path / COPY
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.html", "*.css"))
@@ -93,15 +107,7 @@ def test_each_rule_fails_the_run_on_the_import_it_forbids(tmp_path: Path) -> Non
             module.write(f"\n{line}  # noqa\n")
     config = tmp_path / "pyproject.toml"
     config.write_text(PYPROJECT.read_text().replace("hero_onboarding", COPY))
-    ran = subprocess.run(
-        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
-         f"sys.exit(lint_imports(config_filename={str(config)!r}, no_cache=True, no_logo=True))"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )  # fmt: skip
+    ran = lint(config, tmp_path, PYTHONPATH=str(tmp_path))
     report = ran.stdout + ran.stderr
     assert ran.returncode == 1, report
     assert "0 kept, 4 broken" in report, report

@@ -94,6 +94,7 @@ def foreign_socket_dir(user: OtherUser) -> tuple[Path, Path]:
     return root, service_dir
 
 
+@pytest.mark.process
 def test_the_admin_daemon_refuses_a_socket_directory_another_user_owns(
     other_user: OtherUser, tmp_path: Path
 ) -> None:
@@ -119,6 +120,7 @@ def test_a_socket_directory_writable_by_others_is_refused_and_a_loose_one_tighte
         bind_unix_socket(loose / "rpc.sock")
 
 
+@pytest.mark.process
 def test_parents_another_user_could_swap_are_refused(other_user: OtherUser) -> None:
     theirs = short_socket_dir() / "theirs"
     theirs.mkdir()
@@ -162,6 +164,7 @@ def start_fake(socket_path: Path, record: Path, *, user: OtherUser | None) -> su
     return process
 
 
+@pytest.mark.process
 def test_rpc_refuses_a_server_run_by_another_user_and_sends_it_nothing(
     other_user: OtherUser, tmp_path: Path
 ) -> None:
@@ -186,6 +189,7 @@ def test_rpc_refuses_a_server_run_by_another_user_and_sends_it_nothing(
         fake.wait(timeout=10)
 
 
+@pytest.mark.process
 def test_the_same_fake_run_as_our_own_uid_is_talked_to(tmp_path: Path) -> None:
     """The control: the refusal above is about the uid, not about the fake."""
     root = short_socket_dir()
@@ -204,6 +208,7 @@ def test_the_same_fake_run_as_our_own_uid_is_talked_to(tmp_path: Path) -> None:
         fake.wait(timeout=10)
 
 
+@pytest.mark.process
 async def test_a_hero_proc_run_by_another_user_is_an_error_and_hears_nothing(
     other_user: OtherUser,
 ) -> None:

@@ -28,6 +28,7 @@ def key_file(tmp_path):
     return path
 
 
+@pytest.mark.process
 def test_the_printed_proof_passes_the_servers_check(tmp_path, key_file) -> None:
     server_key = load_or_create_key(tmp_path / "server" / "login_key")
     server_public = public_key_of(server_key).hex()
@@ -58,6 +59,7 @@ def test_the_server_key_is_made_once_and_kept_private(tmp_path) -> None:
         load_or_create_key(path)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -74,6 +76,7 @@ def test_bad_invocations_exit_2_with_one_line(args, words) -> None:
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.process
 def test_a_key_file_of_the_wrong_size_is_refused(tmp_path) -> None:
     bad = tmp_path / "short.bin"
     bad.write_bytes(b"x" * 31)
@@ -84,6 +87,7 @@ def test_a_key_file_of_the_wrong_size_is_refused(tmp_path) -> None:
     assert "31 bytes; a Mycelium key file holds exactly 32" in result.stderr
 
 
+@pytest.mark.process
 def test_a_low_order_server_key_is_refused(key_file) -> None:
     result = run_cli(
         "login-proof", "--key", str(key_file), "--challenge", "c", "--server-key", "00" * 32, env={}

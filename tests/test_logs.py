@@ -7,6 +7,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+pytestmark = pytest.mark.process  # every test here starts real processes
+
 LOGGING_WHILE_STDOUT_IS_STALLED = """
 import logging, sys, time
 from hero_onboarding.control.logs import configure_logging

@@ -148,6 +148,7 @@ async def nets(store: Store) -> dict[str, int]:
     return dict(rows)
 
 
+@pytest.mark.slow  # several seconds even alone
 @pytest.mark.parametrize(("ending", "sampled"), [("lost", None), ("won", 720)])
 async def test_every_order_of_one_payments_events_ends_where_stripe_does(
     store, user, ending, sampled

@@ -170,6 +170,7 @@ def _check_line(installation: Installation) -> str:
     return line
 
 
+@pytest.mark.process
 async def test_a_payment_whose_webhook_always_fails_is_credited_by_the_schedule(
     installation: Installation,
 ) -> None:

@@ -458,6 +458,7 @@ async def test_expanding_what_cannot_be_expanded_is_refused(
     assert caught.value.code == "parameters_exclusive"
 
 
+@pytest.mark.slow  # several seconds even alone
 async def test_a_change_whose_save_failed_is_never_run_twice(
     aiohttp_server, tmp_path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -168,6 +168,7 @@ async def test_webhook_bodies_carry_utf8_and_are_signed_over_it(
 # -- the retry schedule -----------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_the_default_schedule_is_stripes_test_mode() -> None:
     delays = SandboxConfig().retry_delays_s
     assert len(delays) == 3  # "3 retries over a few hours"
@@ -176,6 +177,7 @@ def test_the_default_schedule_is_stripes_test_mode() -> None:
     assert "900,3600,10800" in result.stdout
 
 
+@pytest.mark.process
 async def test_the_cli_flag_sets_a_fast_schedule(tmp_path: Path, aiohttp_server) -> None:
     attempts: list[str] = []
 

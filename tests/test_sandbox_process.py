@@ -11,6 +11,8 @@ from tests.conftest import SIGNING_SECRET
 from tests.processes import free_port, run_cli, start_daemon
 from tests.sandbox_kit import API_KEY, session_params
 
+pytestmark = pytest.mark.process  # every test here starts real processes
+
 E = "hero-onboarding: error: "
 
 

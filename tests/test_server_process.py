@@ -17,6 +17,8 @@ from tests.sandbox_kit import API_KEY
 from tests.seeding import checkout, insert_checkouts
 from tests.stripe_events import body_of, checkout_event, new_id, sign
 
+pytestmark = pytest.mark.process  # every test here starts real processes
+
 ENV = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET, "STRIPE_SANDBOX_SECRET_KEY": API_KEY}
 E = "hero-onboarding: error: "
 

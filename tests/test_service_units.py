@@ -96,6 +96,7 @@ def verify(units: list[Path]) -> tuple[int, list[str]]:
     return result.returncode, [line for line in said if any(name in line for name in names)]
 
 
+@pytest.mark.process
 def test_units_pass_systemd_analyze_verify(tmp_path):
     """Both units verify with no complaint, checked on copies with one line changed.
 
@@ -268,6 +269,7 @@ def zinit_test_command(daemon: str, **replace: str) -> list[str]:
     return shlex.split(command)
 
 
+@pytest.mark.process
 def test_server_says_ready_only_once_it_answers_and_stopping_on_sigterm(tmp_path):
     port = free_port()
     log = tmp_path / "server.log"
@@ -294,6 +296,7 @@ def test_server_says_ready_only_once_it_answers_and_stopping_on_sigterm(tmp_path
     assert "Traceback" not in log.read_text()
 
 
+@pytest.mark.process
 def test_admin_says_ready_only_once_it_answers_and_stopping_on_sigterm(tmp_path):
     sockets = short_socket_dir()
     env = {"HOME": str(tmp_path), "HERO_SOCKET_DIR": str(sockets)}

@@ -26,6 +26,8 @@ from tests.stripe_events import body_of, checkout_event, new_id, sign
 from tests.test_server_process import ENV, balance_in_file, make_user, open_checkouts_of
 from tests.waiting import wait_until
 
+pytestmark = [pytest.mark.process, pytest.mark.slow]  # real processes, for seconds each
+
 READ_TIMEOUT_S = 1.0
 WRITE_TIMEOUT_S = 2.0
 

@@ -12,6 +12,8 @@ import pytest
 from tests.control_kit import Install
 from tests.processes import HERMETIC
 
+pytestmark = pytest.mark.process  # every test here starts real processes
+
 SMOKE = Path(__file__).resolve().parents[1] / "scripts" / "smoke_stripe_sandbox.sh"
 
 

@@ -114,6 +114,7 @@ def account(tmp_path: Path) -> Iterator[Account]:
         running.stop()
 
 
+@pytest.mark.process
 def test_a_first_run_creates_the_endpoint_and_a_second_changes_nothing(account: Account) -> None:
     dry = account.setup("--dry-run")
     assert dry.code == 0, dry.err
@@ -148,6 +149,7 @@ def test_a_first_run_creates_the_endpoint_and_a_second_changes_nothing(account: 
     assert secret not in account.process.log()
 
 
+@pytest.mark.process
 def test_drift_is_put_right_and_only_what_differs_changes(account: Account) -> None:
     first = account.setup()
     (endpoint,) = account.at()
@@ -175,6 +177,7 @@ def test_drift_is_put_right_and_only_what_differs_changes(account: Account) -> N
     assert first.secret().startswith("whsec_")
 
 
+@pytest.mark.process
 def test_another_api_version_needs_recreate_which_prints_the_new_secret(account: Account) -> None:
     old = account.sdk.v1.webhook_endpoints.create(
         {"url": HOOK, "enabled_events": list(HANDLED_EVENT_TYPES), "api_version": OLDER_VERSION}
@@ -202,6 +205,7 @@ def test_another_api_version_needs_recreate_which_prints_the_new_secret(account:
     assert "up to date" in account.setup().out
 
 
+@pytest.mark.process
 def test_several_endpoints_at_the_url_are_refused_until_recreated(account: Account) -> None:
     for _ in range(2):
         account.sdk.v1.webhook_endpoints.create(
@@ -238,6 +242,7 @@ def local_receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]
     thread.join(timeout=5)
 
 
+@pytest.mark.process
 def test_the_printed_secret_verifies_what_the_account_delivers(
     account: Account, local_receiver: tuple[str, list[tuple[dict[str, str], bytes]]]
 ) -> None:
@@ -269,6 +274,7 @@ def test_the_printed_secret_verifies_what_the_account_delivers(
     assert secret not in account.process.log()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("args", "key", "public", "code", "says"),
     [
@@ -292,6 +298,7 @@ def test_bad_input_is_one_line_and_an_exit_code(
     assert account.at() == []
 
 
+@pytest.mark.process
 def test_an_unreachable_stripe_is_exit_1(tmp_path: Path) -> None:
     answer = run_cli(
         "stripe-setup", "--stripe-api-base", f"http://127.0.0.1:{free_port()}",
@@ -303,6 +310,7 @@ def test_an_unreachable_stripe_is_exit_1(tmp_path: Path) -> None:
     assert "could not reach http://127.0.0.1:" in failed.one_error_line()
 
 
+@pytest.mark.process
 def test_a_local_public_url_works_on_the_sandbox_with_a_warning(account: Account) -> None:
     local = account.setup(public="http://127.0.0.1:8780")
     assert local.code == 0, local.err
