@@ -171,7 +171,9 @@ async def commit_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = stripe_json(internal_error().body(request[REQUEST_ID]), status=500)
     except BaseException:  # cancelled at shutdown: a change that happened stays answered
         if request.get(EXECUTED):
-            _keep_answer(record, stripe_json(internal_error().body(request[REQUEST_ID]), 500))
+            _keep_answer(
+                record, stripe_json(internal_error().body(request[REQUEST_ID]), status=500)
+            )
         else:
             _forget(records, key)
         raise
