@@ -28,11 +28,11 @@ from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+sys.path[:0] = [str(ROOT)]
 
 import apsw  # noqa: E402
 import psutil  # noqa: E402
-from loadgen import LoadResult, build_post, run_load  # noqa: E402
+from scripts.loadgen import LoadResult, build_post, run_load  # noqa: E402
 
 from hero_onboarding.store import Store, users  # noqa: E402
 from hero_onboarding.store.checkouts import CheckoutSession  # noqa: E402
