@@ -17,7 +17,7 @@ from .recent import RecentAsks
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 STRIPE = web.AppKey("stripe", WebhookParser)
-CLOCK = web.AppKey("clock", Callable[[], float])
+CLOCK = web.AppKey[Callable[[], float]]("clock")  # a Callable is no class: subscript the key
 MESSENGER = web.AppKey("messenger", MessageSender)
 LOGIN_KEY = web.AppKey("login_key", bytes)  # the server's x25519 private key for key proofs
 LOGIN_PUBLIC_KEY = web.AppKey("login_public_key", str)  # its public half, hex, for the pages

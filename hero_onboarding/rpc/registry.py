@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import jsonschema
+from jsonschema.protocols import Validator
 
 Json = Any
 Handler = Callable[..., Awaitable[Json]]
@@ -42,7 +43,7 @@ class RpcMethod:
     result_schema: dict[str, Json] = field(default_factory=dict)
     errors: tuple[ErrorSpec, ...] = ()
     wants_caller: bool = False  # the handler takes `caller=`: who is calling, for audits
-    _validator: Any = field(init=False, repr=False, compare=False)
+    _validator: Validator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Built once: compiling a validator per call cost more than the call itself.
@@ -72,7 +73,8 @@ class RpcMethod:
 
 
 # JSON Schema counts 1.0 as an integer; amounts and page sizes must be whole numbers as sent.
-_StrictValidator = jsonschema.validators.extend(
+# types-jsonschema leaves `extend` unannotated (create() is typed, and is what it returns).
+_StrictValidator: Final[type[Validator]] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
     jsonschema.Draft7Validator,
     type_checker=jsonschema.Draft7Validator.TYPE_CHECKER.redefine(
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)

@@ -261,9 +261,8 @@ async def _fingerprint(request: web.Request) -> str:
 
 async def body_text(request: web.Request) -> str:
     """The form body as UTF-8 text (whatever charset the header claims), or a 400."""
-    cached = request.get(BODY)
-    if cached is not None:
-        return cached
+    if BODY in request:
+        return request[BODY]
     raw = await request.read()
     if raw and request.content_type != _FORM:
         raise invalid(
