@@ -11,7 +11,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Final
+from typing import Final, TypeVar
 
 import apsw
 from aiohttp import web
@@ -23,6 +23,8 @@ from .auth import CSRF_FIELD, VISITOR, settle_visitor_without_store, visitor_of
 from .connections import BodyTimeout
 from .keys import METRICS
 from .pages import message_page
+
+AnyResponse = TypeVar("AnyResponse", bound=web.StreamResponse)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ IDENTITY_ENCODINGS: Final = frozenset({"", "identity"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def closing(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
+async def closing(request: web.BaseRequest, response: AnyResponse) -> AnyResponse:
     """Send `response` now, then end the connection without reading the rest of the body.
 
     Connection: close says we will not take another request on it. protocol.close() makes
