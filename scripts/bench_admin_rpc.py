@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,7 @@ async def seed(db_path: Path, count: int) -> list[str]:
         sids = []
         for i in range(count):
             user = await store.write(
-                lambda c, i=i: users.register(c, f"4{i:02x}::{i:x}", currency="usd", now=0)
+                partial(users.register, address=f"4{i:02x}::{i:x}", currency="usd", now=0)
             )
             sids.append(user.sid)
         return sids
