@@ -404,7 +404,8 @@ def setting_help(name: str) -> str:
     """The field's help text, with its default when it has a fixed one."""
     found = next(f for f in fields(Settings) if f.name == name)
     has_default = found.default not in (MISSING, None)
-    return found.metadata["help"] + (f" (default {found.default})" if has_default else "")
+    text: str = found.metadata["help"]
+    return text + (f" (default {found.default})" if has_default else "")
 
 
 def env_name(name: str) -> str:

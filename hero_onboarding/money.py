@@ -59,7 +59,8 @@ def parse_major(text: str, currency: str) -> int:
         raise ValueError(f"may have {places} in {currency.upper()}")
     if len(whole) > 12:
         raise ValueError("is far too large")
-    return int(whole or "0") * 10**decimals + int(fraction.ljust(decimals, "0") or "0")
+    scale: int = 10**decimals  # typeshed: int ** int may be a float (a negative exponent)
+    return int(whole or "0") * scale + int(fraction.ljust(decimals, "0") or "0")
 
 
 THOUSANDS: Final = re.compile(r"[0-9]{1,3}(,[0-9]{3})+")

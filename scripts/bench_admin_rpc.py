@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,7 @@ async def seed(db_path: Path, count: int) -> list[str]:
         sids = []
         for i in range(count):
             user = await store.write(
-                lambda c, i=i: users.register(c, f"4{i:02x}::{i:x}", currency="usd", now=0)
+                partial(users.register, address=f"4{i:02x}::{i:x}", currency="usd", now=0)
             )
             sids.append(user.sid)
         return sids

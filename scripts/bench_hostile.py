@@ -30,7 +30,7 @@ SAMPLES_WEBHOOK = 50
 FLOOD_PER_S = 1100
 
 
-def _flood(url: str, stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+def _flood(url: str, stop: multiprocessing.synchronize.Event) -> None:
     async def main() -> None:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=50)) as http:
 

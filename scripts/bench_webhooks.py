@@ -28,14 +28,15 @@ from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+sys.path[:0] = [str(ROOT)]
 
 import apsw  # noqa: E402
 import psutil  # noqa: E402
-from loadgen import LoadResult, build_post, run_load  # noqa: E402
 
 from hero_onboarding.store import Store, users  # noqa: E402
 from hero_onboarding.store.checkouts import CheckoutSession  # noqa: E402
+from hero_onboarding.store.rows import integer, one_int, text  # noqa: E402
+from scripts.loadgen import LoadResult, build_post, run_load  # noqa: E402
 from tests.processes import CLI, free_port, http_status  # noqa: E402
 from tests.seeding import checkout, insert_checkouts  # noqa: E402
 from tests.stripe_events import body_of, checkout_event, new_id, sign  # noqa: E402
@@ -51,8 +52,11 @@ def seed_users(db_path: Path, count: int) -> list[str]:
             return [
                 (
                     await store.write(
-                        lambda c, i=i: users.register(
-                            c, f"4{i:02x}::{i:x}", currency="usd", now=int(time.time())
+                        partial(
+                            users.register,
+                            address=f"4{i:02x}::{i:x}",
+                            currency="usd",
+                            now=int(time.time()),
                         )
                     )
                 ).sid
@@ -149,8 +153,9 @@ def check_exactly_once(
         expected[sid] = expected.get(sid, 0) + amount
     conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        balances = dict(conn.execute("SELECT sid, credit_balance FROM billing").fetchall())
-        events = conn.execute("SELECT COUNT(*) FROM payment_events").get
+        rows = conn.execute("SELECT sid, credit_balance FROM billing")
+        balances = {text(sid): integer(balance) for sid, balance in rows}
+        events = one_int(conn, "SELECT COUNT(*) FROM payment_events")
     finally:
         conn.close()
     if events != len(payments):

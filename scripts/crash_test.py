@@ -34,6 +34,7 @@ import apsw  # noqa: E402
 import psutil  # noqa: E402
 
 from hero_onboarding.store import Store, ledger, users  # noqa: E402
+from hero_onboarding.store.rows import fetch_all  # noqa: E402
 from tests.processes import free_port, run_cli  # noqa: E402
 from tests.seeding import checkout, insert_checkouts  # noqa: E402
 from tests.stripe_events import body_of, checkout_event, new_id, sign  # noqa: E402
@@ -161,9 +162,7 @@ async def seed(db_path: Path, payments: int) -> list[Opened]:
         for number in range(USERS):
             address = f"4a1:2b3c:4d5e:6f70:8192:a3b4:c5d6:{number + 1:04x}"
             user = await store.write(
-                lambda conn, a=address: users.register(
-                    conn, address=a, currency="usd", now=int(time.time())
-                )
+                partial(users.register, address=address, currency="usd", now=int(time.time()))
             )
             sids.append(user.sid)
         pool = [
@@ -177,6 +176,13 @@ async def seed(db_path: Path, payments: int) -> list[Opened]:
         await store.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _Credit:
+    ref: str
+    sid: str
+    amount: int
+
+
 def verify(db_path: Path, tally: Tally) -> list[str]:
     """What is wrong in the database; empty when exactly-once held.
 
@@ -187,13 +193,15 @@ def verify(db_path: Path, tally: Tally) -> list[str]:
     problems = []
     conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        rows = conn.execute(
-            "SELECT external_ref, sid, amount FROM payment_events WHERE kind = 'purchase'"
-        ).fetchall()
+        rows = fetch_all(
+            conn,
+            _Credit,
+            "SELECT external_ref, sid, amount FROM payment_events WHERE kind = 'purchase'",
+        )
         mismatches = ledger.verify_ledger(conn)
     finally:
         conn.close()
-    credited = {ref: (sid, amount) for ref, sid, amount in rows}
+    credited = {row.ref: (row.sid, row.amount) for row in rows}
     if len(credited) != len(rows):
         problems.append(f"{len(rows) - len(credited)} payments credited more than once")
     if missing := set(tally.acknowledged) - set(credited):

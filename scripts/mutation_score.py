@@ -84,8 +84,8 @@ def report(found: list[Result]) -> int:
     total = len(found)
     killed = by_status["killed"]
     score = 100 * killed / total if total else 0.0
-    counts = dict(sorted(by_status.items()))
-    print(f"mutation score: {killed}/{total} killed ({score:.1f}%)", counts)
+    summary = dict(sorted(by_status.items()))
+    print(f"mutation score: {killed}/{total} killed ({score:.1f}%)", summary)
     if by_status["not checked"]:
         print(f"error: {by_status['not checked']} mutants were never checked", file=sys.stderr)
         return 2

@@ -214,7 +214,7 @@ def card_form(**fields: str) -> dict[str, str]:
     }
 
 
-def schema_check_hook(failures: list[str]):  # type: ignore[no-untyped-def]
+def schema_check_hook(failures: list[str]):
     """An on_response_prepare signal validating every JSON body the sandbox sends under /v1."""
 
     async def check(request: web.Request, response: web.StreamResponse) -> None:

@@ -65,7 +65,7 @@ class Live:
     credits: int = 0  # purchases that well-formed, signed, paid events were entitled to
 
 
-def _serve(db_dir: Path, ready: threading.Event, box: dict[str, Any], stop: threading.Event):  # type: ignore[no-untyped-def]
+def _serve(db_dir: Path, ready: threading.Event, box: dict[str, Any], stop: threading.Event):
     async def main() -> None:
         config = load_settings(
             {"HOME": str(db_dir)}, {"data_dir": str(db_dir / "data"), "mode": "sandbox"}

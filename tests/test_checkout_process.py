@@ -35,10 +35,10 @@ class Remote:
     base: str
     session: aiohttp.ClientSession
 
-    def get(self, path: str, **options: object):  # type: ignore[no-untyped-def]
+    def get(self, path: str, **options: object):
         return self.session.get(self.base + path, **options)
 
-    def post(self, path: str, **options: object):  # type: ignore[no-untyped-def]
+    def post(self, path: str, **options: object):
         return self.session.post(self.base + path, **options)
 
 

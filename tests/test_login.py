@@ -284,7 +284,7 @@ async def test_a_client_over_its_limit_is_told_when_to_come_back(
 
 
 def user_key() -> tuple[bytes, str]:
-    private_key = X25519PrivateKey.generate().private_bytes_raw()  # type: ignore[attr-defined]
+    private_key = X25519PrivateKey.generate().private_bytes_raw()
     return private_key, address_of(public_key_of(private_key))
 
 

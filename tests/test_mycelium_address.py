@@ -51,9 +51,7 @@ def derived_independently(public_key: bytes) -> str:
 @pytest.mark.parametrize("seed", range(20))
 def test_generated_keys_derive_addresses_in_400_7(seed: int) -> None:
     private_key = X25519PrivateKey.generate()
-    public_key = public_key_of(
-        private_key.private_bytes_raw()  # type: ignore[attr-defined]
-    )
+    public_key = public_key_of(private_key.private_bytes_raw())
     address = address_of(public_key)
     assert address == derived_independently(public_key)
     assert ipaddress.IPv6Address(address) in ipaddress.IPv6Network("400::/7")

@@ -123,7 +123,7 @@ def test_the_provider_is_asked_once_per_interval_per_checkout() -> None:
 
 
 def test_stripe_needs_both_secrets_and_the_stub_neither() -> None:
-    def secrets(env: dict[str, str], provider: str):  # type: ignore[no-untyped-def]
+    def secrets(env: dict[str, str], provider: str):
         return server_secrets(SecretLookup.from_env(env), provider=provider)
 
     both = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET, "STRIPE_SANDBOX_SECRET_KEY": "sk_x"}

@@ -296,7 +296,7 @@ async def test_a_payment_whose_webhook_always_fails_is_credited_by_the_schedule(
 # --- the lease -----------------------------------------------------------------------------
 
 
-def _take(now: int, *, actor: str = "test", lease_s: int = 120):  # type: ignore[no-untyped-def]
+def _take(now: int, *, actor: str = "test", lease_s: int = 120):
     return partial(
         reconcile_runs.take_lease, trigger=Trigger.RPC, actor=actor, since=0, now=now,
         lease_s=lease_s,
@@ -533,7 +533,7 @@ async def test_the_first_run_comes_soon_after_boot_then_every_interval(store: St
     )
     started = time.monotonic()
 
-    def runs(count: int):  # type: ignore[no-untyped-def]
+    def runs(count: int):
         async def done() -> bool:
             return provider.calls >= count
 
@@ -569,7 +569,7 @@ async def test_stopping_the_schedule_mid_run_leaves_it_recorded_as_interrupted(
 # --- what info, check and /metrics show ----------------------------------------------------
 
 
-def _run(run_id: int, outcome: RunOutcome, finished_at: int, error: str | None = None):  # type: ignore[no-untyped-def]
+def _run(run_id: int, outcome: RunOutcome, finished_at: int, error: str | None = None):
     return reconcile_runs.ReconcileRun(
         run_id, Trigger.SCHEDULE, "timer", finished_at - 1, finished_at, finished_at, outcome, 0,
         {"checked": 2, "credited": 1}, error,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 
+import aiohttp
 import pytest
 import stripe
 
@@ -288,6 +290,42 @@ async def test_a_sandbox_bug_is_a_500_api_error_without_a_traceback(
     assert "secret internals" not in text
     assert "Traceback" not in text
     assert "secret internals" in caplog.text  # logged for the operator, with the traceback
+
+
+async def test_a_change_cancelled_before_its_answer_keeps_its_idempotent_answer(
+    sandbox: Harness,
+) -> None:
+    """Cancelled (as at shutdown) after the session was created: the connection drops, and a
+    retry with the same key replays a 500 instead of creating a second session or hanging on
+    409 "in progress" for the key's whole lifetime."""
+
+    def cancelled(session: object, expand: object) -> object:
+        raise asyncio.CancelledError
+
+    sandbox.engine.render_session = cancelled  # type: ignore[method-assign]
+    url = sandbox.url + "/v1/checkout/sessions"
+    headers = {
+        "Authorization": f"Bearer {API_KEY}",
+        "Idempotency-Key": "cut-1",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    body = (
+        "mode=payment&success_url=https%3A%2F%2Fshop.example%2Fok&line_items[0][quantity]=1"
+        "&line_items[0][price_data][currency]=usd&line_items[0][price_data][unit_amount]=1000"
+        "&line_items[0][price_data][product_data][name]=Hero%20credits"
+    )
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        async with sandbox.http.post(url, data=body, headers=headers) as response:
+            await response.read()
+    assert len(sandbox.engine.state.sessions) == 1  # the change happened before the cut
+    del sandbox.engine.render_session
+
+    async with sandbox.http.post(url, data=body, headers=headers) as response:
+        replayed = await response.json()
+    assert response.status == 500
+    assert response.headers["Idempotent-Replayed"] == "true"
+    assert replayed["error"]["type"] == "api_error"
+    assert len(sandbox.engine.state.sessions) == 1  # never run twice
 
 
 async def test_payment_intents_and_events_can_be_fetched(

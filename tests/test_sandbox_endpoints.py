@@ -161,13 +161,13 @@ async def test_an_endpoints_api_version_cannot_be_updated(bare: Harness) -> None
     with pytest.raises(stripe.InvalidRequestError) as refused:
         await bare.sdk.v1.webhook_endpoints.update_async(
             created.id,
-            {"api_version": API_VERSION},  # type: ignore[typeddict-unknown-key]
+            {"api_version": API_VERSION},
         )
     assert (refused.value.param, refused.value.code) == ("api_version", "parameter_unknown")
     with pytest.raises(stripe.InvalidRequestError) as empty:
         await bare.sdk.v1.webhook_endpoints.update_async(
             created.id,
-            {"enabled_events": ""},  # type: ignore[typeddict-item]  # what unsetting sends
+            {"enabled_events": ""},  # what unsetting sends
         )
     assert empty.value.param == "enabled_events"
     with pytest.raises(stripe.InvalidRequestError) as unknown:

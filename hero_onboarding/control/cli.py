@@ -92,6 +92,7 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.pass_context
 def cli(
     ctx: click.Context,
+    /,
     start: bool,
     stop: bool,
     status: bool,

@@ -128,7 +128,7 @@ class _Listener(logging.handlers.QueueListener):
             self.queue.put(self._sentinel, timeout=EXIT_FLUSH_S)  # type: ignore[attr-defined]
 
     def stop(self) -> None:
-        thread = self._thread  # type: ignore[has-type]
+        thread = self._thread
         if thread is not None:
             self.enqueue_sentinel()
             thread.join(EXIT_FLUSH_S)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,8 +20,14 @@ from .foreground import run_until_signalled
 from .logs import configure_logging
 from .secrets import SECRET_KEY, SecretLookup, sandbox_keys_lookup, webhook_signing_keys
 
+if TYPE_CHECKING:
+    _UrlParam = click.ParamType[str]
+    _SecondsParam = click.ParamType[tuple[float, ...]]
+else:  # ParamType is generic from click 8.4 on, and only for type checkers to subscript
+    _UrlParam = _SecondsParam = click.ParamType
 
-class HttpUrl(click.ParamType):
+
+class HttpUrl(_UrlParam):
     name = "URL"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
@@ -31,7 +37,7 @@ class HttpUrl(click.ParamType):
             self.fail(f"{without_credentials(str(value))!r} {exc}", param, ctx)
 
 
-class Seconds(click.ParamType):
+class Seconds(_SecondsParam):
     """A comma-separated list of non-negative seconds, e.g. `1,10,60`."""
 
     name = "S[,S...]"

@@ -60,9 +60,8 @@ def session_token_of(request: web.Request) -> str | None:
 
 async def visitor_of(request: web.Request) -> Visitor:
     """Looked up once per request: the session behind the cookie, if it is still live."""
-    known = request.get(VISITOR)
-    if known is not None:
-        return known
+    if VISITOR in request:
+        return request[VISITOR]
     user = None
     token = session_token_of(request)
     if token:
@@ -88,7 +87,12 @@ def _anonymous(request: web.Request) -> Visitor:
 
 
 def _set(
-    settings: Settings, response: web.StreamResponse, name: str, value: str, **extra: int
+    settings: Settings,
+    response: web.StreamResponse,
+    name: str,
+    value: str,
+    *,
+    max_age: int | None = None,
 ) -> None:
     response.set_cookie(
         cookie_name(settings, name),
@@ -97,7 +101,7 @@ def _set(
         samesite="Lax",
         secure=is_https(settings),
         path="/",
-        **extra,
+        max_age=max_age,
     )
 
 

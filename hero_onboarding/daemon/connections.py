@@ -498,6 +498,8 @@ class GuardedTCPSite(web.BaseSite):
     async def _serve(self, conn: socket.socket, key: str | None, peer_ip: str | None) -> None:
         loop = asyncio.get_running_loop()
         server = self._runner.server
+        if server is None:  # the runner is set up before the socket is served
+            raise RuntimeError("the connection guard serves only a runner that was set up")
         made: list[GuardedRequestHandler] = []
 
         def handler() -> GuardedRequestHandler:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Final
+from typing import Final, TypeVar
 
 import apsw
 from aiohttp import hdrs, web
@@ -27,6 +27,8 @@ from .auth import CSRF_FIELD, VISITOR, settle_visitor_without_store, visitor_of
 from .connections import BodyTimeout
 from .keys import METRICS
 from .pages import message_page
+
+AnyResponse = TypeVar("AnyResponse", bound=web.StreamResponse)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ IDENTITY_ENCODINGS: Final = frozenset({"", "identity"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def closing(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
+async def closing(request: web.BaseRequest, response: AnyResponse) -> AnyResponse:
     """Send `response` now, then end the connection without reading the rest of the body.
 
     Connection: close says we will not take another request on it. protocol.close() makes

@@ -17,8 +17,8 @@ from .recent import RecentAsks
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 # Each provider's parser by its name: POST /webhooks/{name} (Stripe's is /webhooks/stripe).
-WEBHOOK_PARSERS = web.AppKey("webhook_parsers", Mapping[str, WebhookParser])
-CLOCK = web.AppKey("clock", Callable[[], float])
+WEBHOOK_PARSERS = web.AppKey[Mapping[str, WebhookParser]]("webhook_parsers")
+CLOCK = web.AppKey[Callable[[], float]]("clock")  # a Callable is no class: subscript the key
 MESSENGER = web.AppKey("messenger", MessageSender)
 LOGIN_KEY = web.AppKey("login_key", bytes)  # the server's x25519 private key for key proofs
 LOGIN_PUBLIC_KEY = web.AppKey("login_public_key", str)  # its public half, hex, for the pages

@@ -9,7 +9,7 @@ from aiohttp import web
 from .checkout import EXPANDABLE, check_expand
 from .keys import SANDBOX
 from .middleware import executed, meta_of, read_params, stripe_json
-from .params import checkout_session_create_schema, object_schema
+from .params import Schema, checkout_session_create_schema, object_schema
 
 ID: Final = {"type": "string", "maxLength": 5000}
 METADATA: Final = {"type": "object", "additionalProperties": {"type": "string", "maxLength": 500}}
@@ -22,7 +22,12 @@ CREATED: Final = {
         INT,
     ]
 }
-PAGE: Final = {"limit": INT, "starting_after": ID, "ending_before": ID, "expand": EXPAND}
+PAGE: Final[dict[str, Schema]] = {
+    "limit": INT,
+    "starting_after": ID,
+    "ending_before": ID,
+    "expand": EXPAND,
+}
 
 
 RETRIEVE: Final = object_schema(expand=EXPAND)

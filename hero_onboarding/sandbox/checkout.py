@@ -254,7 +254,7 @@ def _payment_method_types(params: dict[str, Any], currency: str) -> list[str]:
 
 
 def _expires_at(params: dict[str, Any], now: int) -> int:
-    expires_at = params.get("expires_at")
+    expires_at: int | None = params.get("expires_at")  # the schema made it an integer
     if expires_at is None:
         return now + MAX_LIFETIME_S
     if expires_at < now + MIN_LIFETIME_S:

@@ -12,6 +12,7 @@ docs.stripe.com/disputes/how-disputes-work).
 
 from __future__ import annotations
 
+import builtins
 import copy
 from typing import TYPE_CHECKING, Final
 
@@ -176,5 +177,5 @@ class Disputes:
             )
         )
 
-    def _of(self, charge_id: str) -> list[Obj]:
+    def _of(self, charge_id: str) -> builtins.list[Obj]:
         return [d for d in self._state.disputes.values() if d["charge"] == charge_id]

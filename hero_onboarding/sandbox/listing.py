@@ -47,12 +47,12 @@ def in_range(value: int, bounds: int | Obj | None) -> bool:
         return True
     if isinstance(bounds, int):
         return value == bounds
-    return (
-        value > bounds.get("gt", value - 1)
-        and value >= bounds.get("gte", value)
-        and value < bounds.get("lt", value + 1)
-        and value <= bounds.get("lte", value)
-    )
+    # The list schemas type each bound as an integer.
+    gt: int = bounds.get("gt", value - 1)
+    gte: int = bounds.get("gte", value)
+    lt: int = bounds.get("lt", value + 1)
+    lte: int = bounds.get("lte", value)
+    return gt < value < lt and gte <= value <= lte
 
 
 def type_matches(pattern: str, event_type: str) -> bool:

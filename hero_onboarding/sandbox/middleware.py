@@ -171,7 +171,9 @@ async def commit_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = stripe_json(internal_error().body(request[REQUEST_ID]), status=500)
     except BaseException:  # cancelled at shutdown: a change that happened stays answered
         if request.get(EXECUTED):
-            _keep_answer(record, stripe_json(internal_error().body(request[REQUEST_ID]), 500))
+            _keep_answer(
+                record, stripe_json(internal_error().body(request[REQUEST_ID]), status=500)
+            )
         else:
             _forget(records, key)
         raise
@@ -259,9 +261,8 @@ async def _fingerprint(request: web.Request) -> str:
 
 async def body_text(request: web.Request) -> str:
     """The form body as UTF-8 text (whatever charset the header claims), or a 400."""
-    cached = request.get(BODY)
-    if cached is not None:
-        return cached
+    if BODY in request:
+        return request[BODY]
     raw = await request.read()
     if raw and request.content_type != _FORM:
         raise invalid(

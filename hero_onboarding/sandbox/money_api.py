@@ -11,7 +11,7 @@ from .checkout import check_expand
 from .keys import POKE, SANDBOX
 from .middleware import executed, meta_of, read_params, stripe_json
 from .objects import EVIDENCE_FIELDS
-from .params import object_schema
+from .params import Schema, object_schema
 
 REFUND_REASON: Final = {
     "type": "string",
@@ -25,7 +25,7 @@ CREATE_REFUND: Final = object_schema(
     metadata=METADATA,
     expand=EXPAND,
 )
-EVIDENCE_TEXT: Final = {"type": "string", "maxLength": 150000}  # Stripe: 150,000 in all
+EVIDENCE_TEXT: Final[Schema] = {"type": "string", "maxLength": 150000}  # Stripe: 150,000 in all
 UPDATE_DISPUTE: Final = object_schema(
     evidence=object_schema(**dict.fromkeys(EVIDENCE_FIELDS, EVIDENCE_TEXT)),
     metadata=METADATA,

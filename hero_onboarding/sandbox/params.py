@@ -27,7 +27,7 @@ _FALSE: Final = frozenset({"false"})
 def checkout_session_create_schema() -> Schema:
     """Stripe's form schema for POST /v1/checkout/sessions (packaged copy, see its _source)."""
     text = resources.files(__package__).joinpath("checkout_session_create.json").read_text()
-    schema = json.loads(text)["schema"]
+    schema: Schema = json.loads(text)["schema"]
     # The copy is Stripe's 2026-07-29 spec; the SDK's API version (2026-10-28.endive) renamed
     # payment_method_types to allowed_payment_method_types, so both are read.
     schema["properties"]["allowed_payment_method_types"] = schema["properties"][

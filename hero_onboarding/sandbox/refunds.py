@@ -10,6 +10,7 @@ charge, `refund.*` and `charge.refund.updated` carry the refund.
 
 from __future__ import annotations
 
+import builtins
 from typing import TYPE_CHECKING, Final
 
 from . import objects
@@ -152,9 +153,9 @@ class Refunds:
         self._announce(refund, {"status": "requires_action"}, meta)
         return refund
 
-    def run_due(self, now: float) -> list[float]:
+    def run_due(self, now: float) -> builtins.list[float]:
         """Move refunds whose scheduled change fell due; return when the others fall due."""
-        upcoming: list[float] = []
+        upcoming: builtins.list[float] = []
         for refund_id, change in list(self._state.refund_transitions.items()):
             if change["due_at"] > now:
                 upcoming.append(change["due_at"])
@@ -183,5 +184,5 @@ class Refunds:
         charge["refunded"] = charge["amount_refunded"] == charge["amount"]
         return previous
 
-    def _disputes_of(self, charge_id: str) -> list[Obj]:
+    def _disputes_of(self, charge_id: str) -> builtins.list[Obj]:
         return [d for d in self._state.disputes.values() if d["charge"] == charge_id]

@@ -8,6 +8,8 @@ from typing import Any
 
 import apsw
 
+from .rows import fetch_one, one_int
+
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
@@ -33,7 +35,8 @@ def record(
     result: dict[str, Any],
     idempotency_key: str | None = None,
 ) -> int:
-    return conn.execute(
+    return one_int(
+        conn,
         "INSERT INTO admin_audit (at, actor, method, params, result, idempotency_key)"
         " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         (
@@ -44,19 +47,13 @@ def record(
             json.dumps(result),
             idempotency_key,
         ),
-    ).get
-
-
-def find_by_key(conn: apsw.Connection, idempotency_key: str) -> AuditEntry | None:
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM admin_audit WHERE idempotency_key = ?", (idempotency_key,)
-    ).fetchone()
-    if row is None:
-        return None
-    return AuditEntry(
-        row[0], row[1], row[2], row[3], json.loads(row[4]), json.loads(row[5]), row[6]
     )
 
 
+def find_by_key(conn: apsw.Connection, idempotency_key: str) -> AuditEntry | None:
+    sql = f"SELECT {_COLUMNS} FROM admin_audit WHERE idempotency_key = ?"
+    return fetch_one(conn, AuditEntry, sql, (idempotency_key,))
+
+
 def count(conn: apsw.Connection) -> int:
-    return conn.execute("SELECT COUNT(*) FROM admin_audit").get
+    return one_int(conn, "SELECT COUNT(*) FROM admin_audit")

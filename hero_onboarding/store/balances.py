@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import apsw
 
+from .rows import fetch_one
+
 
 @dataclass(frozen=True, slots=True)
 class Balance:
@@ -16,7 +18,5 @@ class Balance:
 
 
 def get(conn: apsw.Connection, sid: str) -> Balance | None:
-    row = conn.execute(
-        "SELECT sid, credit_balance, currency, updated_at FROM billing WHERE sid = ?", (sid,)
-    ).fetchone()
-    return Balance(*row) if row else None
+    sql = "SELECT sid, credit_balance, currency, updated_at FROM billing WHERE sid = ?"
+    return fetch_one(conn, Balance, sql, (sid,))

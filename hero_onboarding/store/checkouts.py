@@ -8,6 +8,8 @@ from typing import Final
 
 import apsw
 
+from .rows import fetch_one, fetch_single, integer, rows_as, text
+
 
 class CheckoutStatus(StrEnum):
     OPEN = "open"  # created, waiting for the buyer
@@ -72,12 +74,8 @@ def insert(conn: apsw.Connection, checkout: CheckoutSession) -> bool:
 
 
 def get(conn: apsw.Connection, checkout_id: str) -> CheckoutSession | None:
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM checkout_sessions WHERE id = ?", (checkout_id,)
-    ).fetchone()
-    if row is None:
-        return None
-    return CheckoutSession(*row[:5], CheckoutStatus(row[5]), *row[6:])
+    sql = f"SELECT {_COLUMNS} FROM checkout_sessions WHERE id = ?"
+    return fetch_one(conn, CheckoutSession, sql, (checkout_id,))
 
 
 def advance(
@@ -102,13 +100,13 @@ def page(
         f"SELECT {_COLUMNS} FROM checkout_sessions WHERE (?1 IS NULL OR status = ?1)"
         " ORDER BY created_at DESC, id LIMIT ?2 OFFSET ?3",
         (status.value if status else None, limit, offset),
-    ).fetchall()
-    return [CheckoutSession(*row[:5], CheckoutStatus(row[5]), *row[6:]) for row in rows]
+    )
+    return rows_as(CheckoutSession, rows)
 
 
 def count_by_status(conn: apsw.Connection) -> dict[str, int]:
     rows = conn.execute("SELECT status, COUNT(*) FROM checkout_sessions GROUP BY status")
-    return dict(rows.fetchall())
+    return {text(status): integer(count) for status, count in rows}
 
 
 def of_user(
@@ -119,14 +117,22 @@ def of_user(
         f"SELECT {_COLUMNS} FROM checkout_sessions WHERE sid = ?"
         f" AND status IN ({', '.join('?' * len(statuses))}) ORDER BY created_at DESC, id LIMIT ?",
         (sid, *(s.value for s in statuses), limit),
-    ).fetchall()
-    return [CheckoutSession(*row[:5], CheckoutStatus(row[5]), *row[6:]) for row in rows]
+    )
+    return rows_as(CheckoutSession, rows)
 
 
 def opened_since(conn: apsw.Connection, sid: str, since: int) -> tuple[int, int | None]:
     """How many checkouts `sid` opened at or after `since`, and when the oldest of them was."""
-    count, oldest = conn.execute(
+    found = fetch_single(
+        conn,
+        _Opened,
         "SELECT COUNT(*), MIN(created_at) FROM checkout_sessions WHERE sid = ? AND created_at >= ?",
         (sid, since),
-    ).fetchone()
-    return count, oldest
+    )
+    return found.count, found.oldest
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    count: int
+    oldest: int | None

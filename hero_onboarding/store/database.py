@@ -146,7 +146,7 @@ class Store:
         idempotent, as everything that touches the ledger is.
         """
         self._check_open()
-        future = self._writer.submit(job)
+        future: asyncio.Future[T] = self._writer.submit(job)  # submit is not generic (yet)
         async with asyncio.timeout(self._write_timeout_s):
             return await future
 

@@ -13,6 +13,8 @@ from typing import Final
 
 import apsw
 
+from .rows import fetch_one, fetch_single
+
 MAX_WRONG_TRIES: Final = 5
 
 
@@ -69,14 +71,14 @@ def insert(conn: apsw.Connection, challenge: Challenge) -> None:
 
 
 def get(conn: apsw.Connection, challenge_id: str) -> Challenge | None:
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM login_challenges WHERE id = ?", (challenge_id,)
-    ).fetchone()
-    return Challenge(*row) if row else None
+    sql = f"SELECT {_COLUMNS} FROM login_challenges WHERE id = ?"
+    return fetch_one(conn, Challenge, sql, (challenge_id,))
 
 
 def recent_counts(conn: apsw.Connection, *, since: int, address: str, client: str) -> RecentCounts:
-    row = conn.execute(
+    return fetch_single(
+        conn,
+        RecentCounts,
         "SELECT"
         " COUNT(CASE WHEN mycelium_address = ?1 AND code_hash IS NOT NULL THEN 1 END),"
         " COUNT(CASE WHEN client_ip = ?2 THEN 1 END),"
@@ -85,8 +87,7 @@ def recent_counts(conn: apsw.Connection, *, since: int, address: str, client: st
         " FROM login_challenges"
         " WHERE created_at > ?3 AND (mycelium_address = ?1 OR client_ip = ?2)",
         (address, client, since),
-    ).fetchone()
-    return RecentCounts(*row)
+    )
 
 
 def drop_code(conn: apsw.Connection, challenge_id: str) -> None:

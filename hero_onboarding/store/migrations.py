@@ -12,6 +12,7 @@ from typing import Final
 import apsw
 
 from .db import StoreError
+from .rows import one_int
 
 _V1: Final = """
 CREATE TABLE users (
@@ -296,7 +297,7 @@ def migrate(conn: apsw.Connection) -> int:
     """Bring the schema up to SCHEMA_VERSION in one transaction; return the version found."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        found = conn.execute("PRAGMA user_version").get
+        found = schema_version(conn)
         if found > SCHEMA_VERSION:
             raise StoreError(
                 f"database schema version {found} is newer than this program's "
@@ -314,4 +315,4 @@ def migrate(conn: apsw.Connection) -> int:
 
 
 def schema_version(conn: apsw.Connection) -> int:
-    return conn.execute("PRAGMA user_version").get
+    return one_int(conn, "PRAGMA user_version")

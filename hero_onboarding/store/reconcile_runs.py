@@ -19,6 +19,7 @@ from typing import Any, Final
 import apsw
 
 from ..errors import UnavailableError
+from .rows import fetch_one, fetch_single, integer, rows_as, text
 
 ERROR_MAX_CHARS: Final = 500
 
@@ -98,9 +99,8 @@ def take_lease(
     expired = conn.execute(
         f"SELECT {_COLUMNS} FROM reconcile_runs WHERE outcome = 'running' AND lease_until <= ?",
         (now,),
-    ).fetchall()
-    for row in expired:
-        stale = _run(row)
+    ).fetchall()  # all read before the first UPDATE below
+    for stale in rows_as(ReconcileRun, expired):
         finish(
             conn, run_id=stale.id, outcome=RunOutcome.FAILED, now=stale.lease_until,
             error=f"abandoned: its lease ran out at {stale.lease_until} "
@@ -109,12 +109,13 @@ def take_lease(
     holder = running(conn, now=now)
     if holder is not None:
         raise LeaseHeld(holder)
-    row = conn.execute(
+    return fetch_single(
+        conn,
+        ReconcileRun,
         f'INSERT INTO reconcile_runs ("trigger", actor, started_at, lease_until, outcome, since)'
         f" VALUES (?, ?, ?, ?, 'running', ?) RETURNING {_COLUMNS}",
         (trigger.value, actor, now, now + lease_s, since),
-    ).fetchone()
-    return _run(row)
+    )
 
 
 def renew(conn: apsw.Connection, *, run_id: int, now: int, lease_s: int) -> bool:
@@ -155,37 +156,41 @@ def finish(
 
 def running(conn: apsw.Connection, *, now: int) -> ReconcileRun | None:
     """The run holding the lease at `now`, if any."""
-    row = conn.execute(
+    return fetch_one(
+        conn,
+        ReconcileRun,
         f"SELECT {_COLUMNS} FROM reconcile_runs WHERE outcome = 'running' AND lease_until > ?"
         " ORDER BY id DESC LIMIT 1",
         (now,),
-    ).fetchone()
-    return None if row is None else _run(row)
+    )
 
 
 def get(conn: apsw.Connection, run_id: int) -> ReconcileRun | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM reconcile_runs WHERE id = ?", (run_id,)).fetchone()
-    return None if row is None else _run(row)
+    sql = f"SELECT {_COLUMNS} FROM reconcile_runs WHERE id = ?"
+    return fetch_one(conn, ReconcileRun, sql, (run_id,))
 
 
 def last_finished(conn: apsw.Connection, outcome: RunOutcome | None = None) -> ReconcileRun | None:
     """The latest run to have started and since finished (with `outcome`, if given)."""
     if outcome is None:
-        row = conn.execute(
+        return fetch_one(
+            conn,
+            ReconcileRun,
             f"SELECT {_COLUMNS} FROM reconcile_runs WHERE outcome != 'running'"
-            " ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-    else:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM reconcile_runs WHERE outcome = ? ORDER BY id DESC LIMIT 1",
-            (outcome.value,),
-        ).fetchone()
-    return None if row is None else _run(row)
+            " ORDER BY id DESC LIMIT 1",
+        )
+    return fetch_one(
+        conn,
+        ReconcileRun,
+        f"SELECT {_COLUMNS} FROM reconcile_runs WHERE outcome = ? ORDER BY id DESC LIMIT 1",
+        (outcome.value,),
+    )
 
 
 def count_by_outcome(conn: apsw.Connection) -> dict[RunOutcome, int]:
     """Runs recorded, per outcome (every outcome present, 0 when none)."""
-    found = dict(conn.execute("SELECT outcome, COUNT(*) FROM reconcile_runs GROUP BY outcome"))
+    rows = conn.execute("SELECT outcome, COUNT(*) FROM reconcile_runs GROUP BY outcome")
+    found = {text(outcome): integer(count) for outcome, count in rows}
     return {outcome: found.get(outcome.value, 0) for outcome in RunOutcome}
 
 
@@ -196,19 +201,4 @@ def summary(conn: apsw.Connection, *, now: int) -> RunsSummary:
         last_run=last_finished(conn),
         last_success=last_finished(conn, RunOutcome.OK),
         by_outcome=count_by_outcome(conn),
-    )
-
-
-def _run(row: Any) -> ReconcileRun:
-    return ReconcileRun(
-        id=row[0],
-        trigger=Trigger(row[1]),
-        actor=row[2],
-        started_at=row[3],
-        finished_at=row[4],
-        lease_until=row[5],
-        outcome=RunOutcome(row[6]),
-        since=row[7],
-        counts=None if row[8] is None else json.loads(row[8]),
-        error=row[9],
     )

@@ -13,6 +13,8 @@ from enum import StrEnum
 
 import apsw
 
+from .rows import fetch_one, rows_as
+
 
 class ReversalKind(StrEnum):
     REFUND = "refund"  # one refund, by its id
@@ -43,16 +45,13 @@ _COLUMNS = (
 )
 
 
-def _row(row: tuple) -> Reversal:  # type: ignore[type-arg]
-    return Reversal(row[0], ReversalKind(row[1]), *row[2:6], bool(row[6]), *row[7:])
-
-
 def get(conn: apsw.Connection, provider: str, kind: ReversalKind, ref: str) -> Reversal | None:
-    row = conn.execute(
+    return fetch_one(
+        conn,
+        Reversal,
         f"SELECT {_COLUMNS} FROM payment_reversals WHERE provider = ? AND kind = ? AND ref = ?",
         (provider, kind.value, ref),
-    ).fetchone()
-    return None if row is None else _row(row)
+    )
 
 
 def put(conn: apsw.Connection, reversal: Reversal, *, now: int) -> None:
@@ -84,8 +83,8 @@ def of_payment(conn: apsw.Connection, provider: str, payment_ref: str) -> list[R
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM payment_reversals WHERE provider = ? AND payment_ref = ?",
         (provider, payment_ref),
-    ).fetchall()
-    return [_row(row) for row in rows]
+    )
+    return rows_as(Reversal, rows)
 
 
 def open_disputes(conn: apsw.Connection, *, limit: int, offset: int) -> list[Reversal]:
@@ -94,5 +93,5 @@ def open_disputes(conn: apsw.Connection, *, limit: int, offset: int) -> list[Rev
         f"SELECT {_COLUMNS} FROM payment_reversals WHERE kind = 'dispute' AND active = 1"
         " ORDER BY first_seen, ref LIMIT ? OFFSET ?",
         (limit, offset),
-    ).fetchall()
-    return [_row(row) for row in rows]
+    )
+    return rows_as(Reversal, rows)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import apsw
 
+from .rows import fetch_one
+
 
 @dataclass(frozen=True, slots=True)
 class WebSession:
@@ -29,12 +31,13 @@ def insert(
 
 
 def get_live(conn: apsw.Connection, token_hash: str, *, now: int) -> WebSession | None:
-    row = conn.execute(
+    return fetch_one(
+        conn,
+        WebSession,
         "SELECT s.sid, u.mycelium_address, s.csrf_token, s.expires_at FROM web_sessions s"
         " JOIN users u USING (sid) WHERE s.token_hash = ? AND s.expires_at > ?",
         (token_hash, now),
-    ).fetchone()
-    return WebSession(*row) if row else None
+    )
 
 
 def delete(conn: apsw.Connection, token_hash: str) -> None:
