@@ -16,7 +16,7 @@ import pytest
 from hero_onboarding.config import load_settings
 from hero_onboarding.control.daemons import service_name
 from hero_onboarding.control.supervise import BACKOFF_ENV
-from hero_onboarding.control.supervisor import MAX_CRASHES, RotatingLog
+from hero_onboarding.control.supervisor import MAX_CRASHES, RestartPolicy, RotatingLog
 from tests.conftest import SIGNING_SECRET
 from tests.control_kit import Install
 from tests.processes import CLI, HERMETIC
@@ -195,6 +195,15 @@ def test_bad_control_usage_is_one_line_and_exit_2(install: Install) -> None:
         assert answer.returncode == 2
         [line] = answer.stderr.splitlines()
         assert says in line
+
+
+def test_the_restart_delay_doubles_from_the_first_up_to_the_cap() -> None:
+    assert [RestartPolicy().delay_s(n) for n in range(1, 9)] == [
+        0.5, 1, 2, 4, 8, 16, 30, 30
+    ]  # fmt: skip
+    fast = RestartPolicy(first_delay_s=0.05)
+    assert [fast.delay_s(n) for n in (1, 2, 3)] == [0.05, 0.1, 0.2]
+    assert fast.max_crashes == MAX_CRASHES  # only the delay is shortened
 
 
 def test_the_supervisor_log_rotates_by_size(tmp_path: Path) -> None:

@@ -95,6 +95,8 @@ async def _start(
     sandbox: bool,
     wanted: BackendKind | None,
 ) -> ServiceState:
+    """Choose the backend, check the secrets, launch, wait for /health; on any failure undo
+    the launch and raise CommandFailed with the failing daemons' last log lines."""
     backend = await backends.choose(wanted)
     if sandbox:
         load_or_create(settings.data_dir)

@@ -18,7 +18,7 @@ class BackendKind(StrEnum):
 
 
 AUTO: Final = "auto"  # --backend auto: hero_proc when its socket answers, else built-in
-BACKEND_CHOICES: Final = (AUTO, *BackendKind)  # what --backend accepts, in its help's order
+BACKEND_CHOICES: Final = (AUTO, *(kind.value for kind in BackendKind))  # --backend, in order
 
 
 class ProcessState(StrEnum):
