@@ -39,7 +39,6 @@ class ProviderName(StrEnum):
     STUB = "stub"
 
 
-E = TypeVar("E", bound=StrEnum)
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("text", "json")
 # Stripe accepts at most 8 digits for an amount in minor units (USD 999,999.99).
@@ -157,6 +156,9 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
         return value
 
     return check
+
+
+E = TypeVar("E", bound=StrEnum)
 
 
 def _member_of(kind: type[E]) -> Callable[[str], E]:
