@@ -35,7 +35,8 @@ class Browser:
         self.client = client
         self.csrf = ""
 
-    async def get(self, path: str) -> Reply:
+    async def get(self, path: str | None) -> Reply:
+        assert path is not None, "no page to go to (a missing Location?)"
         async with self.client.get(path, allow_redirects=False) as response:
             return await self._read(response)
 

@@ -146,11 +146,14 @@ class Harness:
                 response.status, response.headers.get("Location"), await response.text()
             )
 
-    async def pay(self, session_url: str, **fields: str) -> PageAnswer:
+    async def pay(self, session_url: str | None, **fields: str) -> PageAnswer:
         """Fill in the hosted page's form (a paying card unless `fields` say otherwise)."""
+        assert session_url is not None, "the session has no hosted page"
         return await self.submit(session_url, card_form(**fields))
 
-    async def pay_by_bank(self, session_url: str, account: str = "000123456789") -> PageAnswer:
+    async def pay_by_bank(
+        self, session_url: str | None, account: str = "000123456789"
+    ) -> PageAnswer:
         """Pay with a test US bank account: completes unpaid, settles later."""
         return await self.pay(
             session_url, method="us_bank_account", routing_number="110000000",
@@ -166,9 +169,10 @@ class Harness:
         assert isinstance(paid.payment_intent, str)
         return paid.payment_intent
 
-    async def sdk_control(self, path: str, **params: Any) -> stripe.StripeObject:
+    async def sdk_control(self, path: str, **params: Any) -> Any:
         """POST a /_sandbox control through the official SDK (its raw request), as a Stripe
-        object: controls speak the API's auth, encoding and error shapes."""
+        object: controls speak the API's auth, encoding and error shapes. Any: the object is
+        whatever the control answers (a Refund, a Dispute), which the SDK types StripeObject."""
         response = await self.sdk.raw_request_async("post", path, **params)
         return self.sdk.deserialize(response, api_mode="V1")
 

@@ -8,6 +8,7 @@ import os
 import socket
 import stat
 from dataclasses import replace
+from typing import Any
 
 import apsw
 import openrpc
@@ -37,7 +38,7 @@ async def admin(admin_settings, store):
         yield handle
 
 
-async def post(admin: AdminHandle, payload) -> tuple[int, object]:
+async def post(admin: AdminHandle, payload) -> tuple[int, Any]:
     async with admin.client._session.post(
         "http://localhost/rpc",
         data=payload if isinstance(payload, (bytes, str)) else json.dumps(payload),

@@ -11,6 +11,7 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -35,10 +36,10 @@ class Remote:
     base: str
     session: aiohttp.ClientSession
 
-    def get(self, path: str, **options: object):
+    def get(self, path: str, **options: Any):
         return self.session.get(self.base + path, **options)
 
-    def post(self, path: str, **options: object):
+    def post(self, path: str, **options: Any):
         return self.session.post(self.base + path, **options)
 
 

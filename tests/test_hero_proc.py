@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -573,7 +574,7 @@ async def test_the_fake_speaks_the_hero_socket_spec(fake: FakeHeroProc, socket_p
     connector = aiohttp.UnixConnector(path=str(socket_path))
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def post(body: str) -> tuple[int, object]:
+        async def post(body: str) -> tuple[int, Any]:
             async with session.post("http://localhost/rpc", data=body) as response:
                 text = await response.text()
                 return response.status, json.loads(text) if text else None

@@ -17,7 +17,8 @@ async def new_session(client: stripe.StripeClient, **overrides: object) -> strip
     return await client.v1.checkout.sessions.create_async(session_params(**overrides))
 
 
-async def page_text(sandbox: Harness, url: str) -> tuple[int, str]:
+async def page_text(sandbox: Harness, url: str | None) -> tuple[int, str]:
+    assert url is not None
     async with sandbox.http.get(url) as response:
         return response.status, await response.text()
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DAEMONS = ("server", "admin")
 INSTALLED_VENV = "/opt/hero-onboarding/.venv/bin"  # where the service files expect the project
 INSTALLED_CLI = f"{INSTALLED_VENV}/hero-onboarding"
-DEFAULTS = {f.name: f.default for f in fields(Settings)}
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings)}
 # What a clean stop may take with default settings: in-flight requests get shutdown_timeout_s,
 # then the last commit may wait db_busy_timeout_ms for the other daemon's lock. The supervisor
 # must wait longer than that before it sends SIGKILL.

@@ -21,7 +21,7 @@ import pytest
 
 from tests.admin_kit import short_socket_dir
 from tests.conftest import SIGNING_SECRET
-from tests.processes import CLI, HERMETIC, free_port, run_cli, start_daemon
+from tests.processes import CLI, HERMETIC, ServerProcess, free_port, run_cli, start_daemon
 from tests.stripe_events import body_of, checkout_event, new_id, sign
 from tests.test_server_process import ENV, balance_in_file, make_user, open_checkouts_of
 from tests.waiting import wait_until
@@ -103,7 +103,7 @@ def post_webhook(url: str, evt: dict, *, timeout: float = 30.0) -> tuple[int, st
     return status, text, time.monotonic() - started
 
 
-def start_public(data_dir: Path) -> object:
+def start_public(data_dir: Path) -> ServerProcess:
     port = free_port()
     return start_daemon(
         [
