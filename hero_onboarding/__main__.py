@@ -12,7 +12,7 @@ import sys
 DAEMONS = frozenset({"server", "admin", "sandbox"})
 
 if sys.argv[1:2] and sys.argv[1] in DAEMONS:
-    sys.modules.setdefault("requests", None)  # type: ignore[assignment]  # None: "not importable"
+    sys.modules.setdefault("requests", None)  # type: ignore[arg-type]  # None: "not importable"
 
 from .control.cli import main  # noqa: E402
 

@@ -159,7 +159,7 @@ def configure_logging(level: str, daemon: str, log_format: str = "text") -> None
     atexit.register(listener.stop)
     # What no line shows is not gathered per call (the logging HOWTO's "Optimization"): the
     # caller's file and line (a walk up the stack), its thread, process and process name.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -106,7 +106,7 @@ class RestartPolicy:
 
     def delay_s(self, streak: int) -> float:
         """The wait before restart number `streak` (1 for the first) of an unstable child."""
-        return min(self.first_delay_s * 2 ** (streak - 1), self.max_delay_s)
+        return min(self.first_delay_s * 2.0 ** (streak - 1), self.max_delay_s)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 import stripe
@@ -34,6 +34,9 @@ from .base import (
     ProviderParts,
 )
 from .stripe_api import API_VERSION, DISPUTE_EVENT_TYPES, REFUND_EVENT_TYPES
+
+if TYPE_CHECKING:
+    from stripe.params.checkout import SessionCreateParams
 
 PROVIDER: Final = "stripe"
 SIGNATURE_HEADER: Final = "Stripe-Signature"
@@ -173,14 +176,14 @@ class StripeCheckouts:
         )
 
     async def close(self) -> None:
-        await self._http.close_async()
+        await self._http.close_async()  # type: ignore[no-untyped-call]
 
     def routes(self, host: PageHost) -> Sequence[web.AbstractRouteDef]:
         return ()  # the buyer pays on Stripe's own page
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         metadata = {"sid": request.sid, "address": request.address}
-        params: dict[str, Any] = {
+        params: SessionCreateParams = {
             "mode": "payment",
             "line_items": [
                 {
@@ -553,7 +556,7 @@ def _reversal(
         amount=amount,
         currency=currency.lower(),
         reversal_id=reversal_id,
-        status=status[:40] if kind else None,
+        status=str(status)[:40] if kind else None,
         note="" if kind else f"{name} {reversal_id} has unknown status {str(status)[:40]!r}",
     )
 

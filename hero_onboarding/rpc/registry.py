@@ -95,7 +95,7 @@ def _strict_validator() -> type[Validator]:
     numbers as sent (JSON Schema counts 1.0 as one)."""
     import jsonschema  # here: only a refused call needs it (module docstring)
 
-    validator: type[Validator] = jsonschema.validators.extend(
+    validator: type[Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
         jsonschema.Draft7Validator,
         type_checker=jsonschema.Draft7Validator.TYPE_CHECKER.redefine(
             "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import apsw
 
+from .rows import one_int, rows_as
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -49,11 +51,11 @@ def page(
         " AND (?2 IS NULL OR received_at >= ?2) ORDER BY id DESC LIMIT ?3 OFFSET ?4",
         (outcome, since, limit, offset),
     ).fetchall()
-    return [Delivery(r[0], r[1], bool(r[2]), *r[3:]) for r in rows]
+    return rows_as(Delivery, rows)
 
 
 def count(conn: apsw.Connection) -> int:
-    return conn.execute("SELECT COUNT(*) FROM webhook_deliveries").get
+    return one_int(conn, "SELECT COUNT(*) FROM webhook_deliveries")
 
 
 def prune(conn: apsw.Connection, *, received_before: int, limit: int = 5000) -> int:

@@ -14,6 +14,7 @@ from enum import StrEnum
 import apsw
 
 from ..errors import HeroOnboardingError
+from .rows import integer, one_int, row_as, rows_as
 
 
 class EntryKind(StrEnum):
@@ -124,13 +125,13 @@ def page(
         (*used.values(), limit, offset),
     ).fetchall()
     return [
-        RecordedEntry(row[0], LedgerEntry(row[1], row[2], EntryKind(row[3]), *row[4:9]), row[9])
+        RecordedEntry(integer(row[0]), row_as(LedgerEntry, row[1:9]), integer(row[9]))
         for row in rows
     ]
 
 
 def count(conn: apsw.Connection) -> int:
-    return conn.execute("SELECT COUNT(*) FROM payment_events").get
+    return one_int(conn, "SELECT COUNT(*) FROM payment_events")
 
 
 def reversal_ref(payment_ref: str, kind: EntryKind, cause: str) -> str:
@@ -149,11 +150,12 @@ def moved_so_far(
     # Every such entry's external_ref sorts in [ "<ref>:", "<ref>;" ), since ';' follows ':'
     # (a payment id holds no ':'); a range keeps the lookup on the UNIQUE index.
     low, high = f"{payment_ref}:", f"{payment_ref};"
-    return conn.execute(
+    return one_int(
+        conn,
         "SELECT COALESCE(SUM(amount), 0) FROM payment_events WHERE provider = ?"
         f" AND kind IN ({', '.join('?' * len(kinds))}) AND external_ref >= ? AND external_ref < ?",
         (provider, *(kind.value for kind in kinds), low, high),
-    ).get
+    )
 
 
 def verify_ledger(conn: apsw.Connection) -> list[Mismatch]:
@@ -172,4 +174,4 @@ def verify_ledger(conn: apsw.Connection) -> list[Mismatch]:
          GROUP BY e.sid
         """
     ).fetchall()
-    return [Mismatch(*row) for row in rows]
+    return rows_as(Mismatch, rows)
