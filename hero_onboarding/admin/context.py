@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import apsw
 
-from ..config import Settings
+from ..config import ProviderName, Settings
 from ..payments.base import Reconciler
 from ..rpc.errors import RpcFault
 from ..store import Store, StoreError
@@ -53,7 +53,7 @@ class AdminContext:
         """Whether this daemon reconciles on its own, in words an operator can act on."""
         if self.reconciler is None:
             return "off: no STRIPE_SANDBOX_SECRET_KEY"
-        if self.settings.provider != "stripe":
+        if self.settings.provider != ProviderName.STRIPE:
             return f"off: --provider={self.settings.provider} takes no payments through Stripe"
         if self.settings.reconcile_interval_s == 0:
             return "off: --reconcile-interval-s=0"

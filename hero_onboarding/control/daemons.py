@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Final
 
-from ..config import Settings, env_name
+from ..config import Mode, ProviderName, Settings, env_name
 from ..rpc.hero_proc import SOCKET_ENV
 from .sandbox_keys import KEYS_FILE_ENV, keys_path
 
@@ -87,8 +87,8 @@ def plan(
         env.update(
             {
                 KEYS_FILE_ENV: str(keys_path(settings.data_dir)),
-                env_name("mode"): "sandbox",
-                env_name("provider"): "stripe",
+                env_name("mode"): Mode.SANDBOX,
+                env_name("provider"): ProviderName.STRIPE,
                 env_name("stripe_api_base"): settings.sandbox_url,
             }
         )

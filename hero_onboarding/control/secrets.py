@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from ..config import Secrets
+from ..config import ProviderName, Secrets
 from ..errors import SetupError
 from ..primitives import Secret
 from ..rpc.hero_proc import (
@@ -148,13 +148,13 @@ def _from_env(
     return found
 
 
-def server_secrets(lookup: SecretLookup, *, provider: str) -> Secrets:
+def server_secrets(lookup: SecretLookup, *, provider: ProviderName) -> Secrets:
     """The secrets the public daemon needs for `provider`.
 
     With Stripe, the webhook signing key and the API secret key are both required. The stub
     provider needs neither; a signing key given anyway still turns the webhook endpoint on.
     """
-    uses_stripe = provider == "stripe"
+    uses_stripe = provider == ProviderName.STRIPE
     secret_key = lookup.get(SECRET_KEY)
     if uses_stripe and secret_key is None:
         raise SecretsError(f"{lookup.missing(SECRET_KEY)}; --provider=stripe needs it")
