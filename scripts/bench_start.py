@@ -33,7 +33,9 @@ def rss_of(status: Mapping[str, object]) -> dict[str, int]:
     daemons = status["daemons"]
     assert isinstance(daemons, list)
     rss = {d["name"]: d["rss_bytes"] for d in daemons}
-    rss["supervisor"] = psutil.Process(status["supervisor_pid"]).memory_info().rss
+    supervisor_pid = status["supervisor_pid"]
+    assert isinstance(supervisor_pid, int)
+    rss["supervisor"] = psutil.Process(supervisor_pid).memory_info().rss
     return rss
 
 

@@ -29,7 +29,12 @@ def short_socket_dir() -> Path:
 
 
 _MADE: list[Path] = []
-atexit.register(lambda: [shutil.rmtree(path, ignore_errors=True) for path in _MADE])
+
+
+@atexit.register
+def _remove_made() -> None:
+    for path in _MADE:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

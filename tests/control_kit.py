@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,15 @@ class Install:
     def data_dir(self) -> Path:
         return self.home / "hero" / "var" / "hero_onboarding"
 
-    def cli(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, env={**self.env, **env}, timeout=timeout)
+    def cli(
+        self,
+        *args: str,
+        timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+        **more_env: str,
+    ) -> subprocess.CompletedProcess[str]:
+        """The CLI with this install's environment, plus `env` and `more_env` on top."""
+        return run_cli(*args, env={**self.env, **(env or {}), **more_env}, timeout=timeout)
 
     def status(self) -> dict[str, Any]:
         answer = self.cli("--status", "--json")

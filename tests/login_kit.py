@@ -15,6 +15,13 @@ CHALLENGE_ID = re.compile(r'name="challenge" value="([^"]+)"')
 SERVER_KEY = re.compile(r"--server-key ([0-9a-f]{64})")
 
 
+def shown(pattern: re.Pattern[str], html: str) -> str:
+    """The first group of `pattern` in a page, asserting the page shows it."""
+    found = pattern.search(html)
+    assert found is not None, f"{pattern.pattern!r} not in {html[:300]}"
+    return found.group(1)
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import stripe
 from aiohttp import web
+from stripe.params.checkout import SessionCreateParams, SessionCreateParamsLineItem
 
 from hero_onboarding.sandbox.engine import Sandbox
 from hero_onboarding.sandbox.keys import POKE, SANDBOX
@@ -23,7 +24,7 @@ from tests.waiting import wait_until_async
 
 API_KEY = "sk_test_sandbox_" + "c3" * 12
 PAID_CARD = "4242 4242 4242 4242"
-LINE_ITEM = {
+LINE_ITEM: SessionCreateParamsLineItem = {
     "price_data": {
         "currency": "usd",
         "unit_amount": 1000,
@@ -36,8 +37,10 @@ CHECKED_PATHS = ("/v1/", "/_sandbox/refunds", "/_sandbox/disputes")
 SUCCESS_URL = "https://shop.example/payment/return?session_id={CHECKOUT_SESSION_ID}"
 
 
-def session_params(**overrides: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {
+def session_params(**overrides: Any) -> SessionCreateParams:
+    """A valid session's params, with `overrides` on top. The overrides are not type-checked:
+    tests pass unknown or wrong ones on purpose, to see the sandbox's errors."""
+    params: SessionCreateParams = {
         "mode": "payment",
         "line_items": [LINE_ITEM],
         "success_url": SUCCESS_URL,
@@ -46,8 +49,7 @@ def session_params(**overrides: Any) -> dict[str, Any]:
         "metadata": {"sid": "sid-1", "address": "4a1::1"},
         "payment_intent_data": {"metadata": {"sid": "sid-1"}},
     }
-    params.update(overrides)
-    return params
+    return cast("SessionCreateParams", {**params, **overrides})
 
 
 @dataclass
@@ -224,10 +226,12 @@ def schema_check_hook(failures: list[str]):
     async def check(request: web.Request, response: web.StreamResponse) -> None:
         if not request.path.startswith(CHECKED_PATHS) or not isinstance(response, web.Response):
             return
-        if response.content_type != "application/json" or response.body is None:
+        body = response.body
+        if response.content_type != "application/json" or body is None:
             return
+        assert isinstance(body, (bytes, bytearray)), "the sandbox's JSON bodies are bytes"
         try:
-            check_object(json.loads(bytes(response.body)), f"{request.method} {request.path}")
+            check_object(json.loads(body), f"{request.method} {request.path}")
         except AssertionError as exc:
             failures.append(str(exc))
 

@@ -314,6 +314,7 @@ async def test_billing_adjust_is_idempotent_and_audited(admin: AdminHandle, stor
     assert len(rows) == 1
     actor, method, key = rows[0]
     assert (method, key) == ("billing_adjust", "ticket-0001")
+    assert isinstance(actor, str)
     assert f"uid {os.getuid()}" in actor
     payments = await admin.client.call("payment_list", {"sid": user.sid, "kind": "adjustment"})
     assert [(p["amount"], p["provider"]) for p in payments["payments"]] == [(1500, "admin")]
@@ -478,6 +479,7 @@ async def test_reconcile_applies_a_refund_whose_webhook_came_too_early(
         await open_checkout(store, user.sid, session.id, 1000)
         await sandbox.pay(session.url)
         paid = await sandbox.sdk.v1.checkout.sessions.retrieve_async(session.id)
+        assert isinstance(paid.payment_intent, str)
         await sandbox.sdk.v1.refunds.create_async(
             {"payment_intent": paid.payment_intent, "amount": 400}
         )

@@ -118,7 +118,8 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    ready, stop, box = threading.Event(), threading.Event(), {}
+    box: dict[str, Any] = {}
+    ready, stop = threading.Event(), threading.Event()
     thread = threading.Thread(
         target=_serve, args=(tmp_path_factory.mktemp("bad"), ready, box, stop), daemon=True
     )
@@ -159,9 +160,10 @@ def ledger_rows(live: Live) -> list[tuple[str, str, int, str]]:
     conn = apsw.Connection(str(live.db_path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         assert ledger.verify_ledger(conn) == []
-        return conn.execute(
+        rows: list[tuple[Any, ...]] = conn.execute(
             "SELECT external_ref, sid, amount, currency FROM payment_events ORDER BY id"
         ).fetchall()
+        return rows
     finally:
         conn.close()
 

@@ -94,14 +94,16 @@ def test_start_sandbox_survives_a_kill_and_stops_leaving_nothing(install: Instal
 def test_a_daemon_that_keeps_crashing_is_given_up_and_status_says_so(install: Install) -> None:
     # A short first restart delay (it still doubles): the same give-up, in seconds, not 30.
     fast = {BACKOFF_ENV: "0.05"}
-    assert install.cli("--start", "--sandbox", **fast).returncode == 0
-    killed = None
+    assert install.cli("--start", "--sandbox", env=fast).returncode == 0
+    killed: int | None = None
     for crash in range(MAX_CRASHES):
+
+        def restarted(last: int | None = killed) -> bool:
+            entry = install.recorded("server")
+            return entry.get("state") == "running" and entry["pid"] != last
+
         wait_until(
-            lambda last=killed: (
-                (entry := install.recorded("server")).get("state") == "running"
-                and entry["pid"] != last
-            ),
+            restarted,
             timeout=40,
             what=f"the public daemon is back before crash {crash + 1}",
         )
@@ -165,7 +167,7 @@ def test_a_start_that_does_not_come_up_fails_with_the_log_and_leaves_nothing(
 @pytest.mark.process
 def test_secrets_from_the_environment_never_reach_ps_logs_or_status(install: Install) -> None:
     secrets = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET, "STRIPE_SANDBOX_SECRET_KEY": API_KEY}
-    assert install.cli("--start", **secrets).returncode == 0
+    assert install.cli("--start", env=secrets).returncode == 0
     shown = " ".join(" ".join(p.cmdline()) for p in install.processes())
     shown += install.cli("--status").stdout + install.cli("--status", "--json").stdout
     shown += install.logs()

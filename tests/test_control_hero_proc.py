@@ -86,7 +86,7 @@ def test_hero_proc_failing_means_one_warning_then_the_environment(
     install: Install, hero_proc: FakeHeroProc
 ) -> None:
     hero_proc.secret_errors = True
-    started = install.cli("--start", "--backend", "builtin", **SECRETS)
+    started = install.cli("--start", "--backend", "builtin", env=SECRETS)
     assert started.returncode == 0, started.stderr
     server_log = (install.data_dir / "logs" / "server.log").read_text()
     warnings = [line for line in server_log.splitlines() if "did not give secrets" in line]

@@ -16,7 +16,7 @@ import pytest
 
 import hero_onboarding
 from hero_onboarding import errors
-from hero_onboarding.admin.methods import PROVIDER_DOWN, RUN_IN_PROGRESS, UNAVAILABLE
+from hero_onboarding.admin.schemas import PROVIDER_DOWN, RUN_IN_PROGRESS, UNAVAILABLE
 from hero_onboarding.control import cli
 from hero_onboarding.errors import CommandError, HeroOnboardingError, SetupError
 from hero_onboarding.mycelium.address import AddressError

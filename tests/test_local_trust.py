@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,7 +149,9 @@ def test_parents_another_user_could_swap_are_refused(other_user: OtherUser) -> N
 
 
 def start_fake(socket_path: Path, record: Path, *, user: OtherUser | None) -> subprocess.Popen:
-    as_user = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
+    as_user: dict[str, Any] = (
+        {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
+    )
     process = subprocess.Popen(
         [SYSTEM_PYTHON, "-c", FAKE_SERVER, str(socket_path), str(record)],
         cwd="/",

@@ -14,11 +14,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from hero_onboarding.config import load_settings
+from hero_onboarding.config import Mode, load_settings
 from hero_onboarding.daemon.auth import CSRF_COOKIE, SESSION_COOKIE
-from hero_onboarding.daemon.challenges import client_bucket
+from hero_onboarding.daemon.challenges import TOPIC, client_bucket
 from hero_onboarding.daemon.keys import MESSENGER
-from hero_onboarding.daemon.login import TOPIC
 from hero_onboarding.mycelium.address import address_of, parse_address
 from hero_onboarding.mycelium.messages import MyceliumNode, SandboxOutbox
 from hero_onboarding.mycelium.proof import make_proof, public_key_of
@@ -26,7 +25,7 @@ from hero_onboarding.store import Store, users
 from hero_onboarding.store.migrations import migrate
 from tests.conftest import build_app
 from tests.fake_mycelium import FakeNode
-from tests.login_kit import CHALLENGE_ID, NONCE, SERVER_KEY, Browser
+from tests.login_kit import CHALLENGE_ID, NONCE, SERVER_KEY, Browser, shown
 from tests.sandbox_kit import FakeClock
 
 ADDRESS = "4a1:2b3c:4d5e:6f70:8192:a3b4:c5d6:e7f8"
@@ -75,6 +74,7 @@ async def rows(store: Store, sql: str, *args: object) -> list[tuple]:
 async def test_the_right_code_opens_a_session(browser: Browser, node: FakeNode, store: Store):
     asked = await browser.ask_for_code(ADDRESS)
     assert asked.status == 303
+    assert asked.location is not None
     assert asked.location.startswith("/login/verify?challenge=")
     [message] = node.received
     assert (message.address, message.topic) == (ADDRESS, TOPIC)
@@ -191,7 +191,7 @@ async def test_when_the_node_fails_no_code_exists_but_the_key_proof_still_works(
         assert 'name="code"' not in answer.html  # no code form: there is no code
         assert await rows(store, "SELECT code_hash IS NULL FROM login_challenges") == [(1,)]
         assert await rows(store, "SELECT COUNT(*) FROM users") == [(0,)]
-        challenge_id = CHALLENGE_ID.search(answer.html).group(1)
+        challenge_id = shown(CHALLENGE_ID, answer.html)
         proof = proof_from_page(answer.html, private_key)
         done = await browser.answer(challenge_id, proof=proof)
     assert (done.status, done.location) == (303, "/")
@@ -290,8 +290,8 @@ def user_key() -> tuple[bytes, str]:
 
 def proof_from_page(html: str, private_key: bytes, nonce: str | None = None) -> str:
     """What login-proof prints for the challenge and server key a page shows."""
-    shown_nonce = NONCE.search(html).group(1)
-    server_key = bytes.fromhex(SERVER_KEY.search(html).group(1))
+    shown_nonce = shown(NONCE, html)
+    server_key = bytes.fromhex(shown(SERVER_KEY, html))
     return make_proof(private_key, server_key, nonce or shown_nonce)
 
 
@@ -299,7 +299,7 @@ async def test_a_key_proof_logs_in_once(browser: Browser, node: FakeNode) -> Non
     private_key, address = user_key()
     asked = await browser.ask_for_code(address)
     page = await browser.get(asked.location)
-    assert f"{NONCE.search(page.html).group(1)}".endswith("@127.0.0.1:8780")  # names the site
+    assert f"{shown(NONCE, page.html)}".endswith("@127.0.0.1:8780")  # names the site
     proof = proof_from_page(page.html, private_key)
 
     done = await browser.answer(asked.challenge_id, proof=proof)
@@ -369,6 +369,7 @@ async def test_logout_kills_the_session_server_side(
     browser = Browser(app_client)
     await log_in_with_code(browser, node)
     token = browser.cookie(SESSION_COOKIE)
+    assert token is not None
     await browser.get("/")
     out = await browser.post("/logout", {})
     assert (out.status, out.location) == (303, "/")
@@ -442,7 +443,7 @@ async def test_the_sandbox_outbox_carries_codes_and_exists_only_in_sandbox_mode(
     assert (done.status, done.location) == (303, "/")
 
     production = await aiohttp_client(
-        build_app(dataclasses.replace(sandbox, mode="production"), store, webhooks)
+        build_app(dataclasses.replace(sandbox, mode=Mode.PRODUCTION), store, webhooks)
     )
     async with production.get("/sandbox/outbox") as response:
         assert response.status == 404

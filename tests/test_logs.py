@@ -42,6 +42,7 @@ def run_stalled(log_format: str) -> tuple[float, str]:
     )
     try:
         # Nobody reads stdout until the logging loop is done: the 64 KiB pipe fills at once.
+        assert process.stderr is not None
         took = float(process.stderr.readline())
         out, _ = process.communicate(input=b"\n", timeout=30)
     finally:

@@ -346,6 +346,7 @@ def test_merge_keeps_what_is_known_and_the_latest_report():
     assert merge(total, rev(TOTAL, 400)) is None
     assert merge(total, rev(TOTAL, 300)) is None
     grown = merge(total, Reversal("stripe", TOTAL, "r", "pi_1", 401, "usd", True, "x", "evt_2"))
+    assert grown is not None
     assert (grown.amount, grown.event_id, grown.status) == (401, "evt_2", "s")
 
     pending = Reversal("stripe", REFUND, "re", "pi_1", 300, "usd", True, "pending", "evt_1")

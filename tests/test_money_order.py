@@ -140,7 +140,7 @@ def read(evt: dict[str, Any], via: str) -> ProviderEvent:
 
 async def nets(store: Store) -> dict[str, int]:
     """What the ledger holds for each payment: its purchase and every entry hanging off it."""
-    rows = await store.read(
+    rows: list[tuple[Any, ...]] = await store.read(
         lambda conn: conn.execute(
             "SELECT checkout_id, SUM(amount) FROM payment_events GROUP BY checkout_id"
         ).fetchall()

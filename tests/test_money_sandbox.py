@@ -82,6 +82,7 @@ async def test_reconciliation_alone_ends_where_stripe_does(
         assert (await sandbox.pay(session.url)).status == 303
         paid = await sandbox.sdk.v1.checkout.sessions.retrieve_async(session.id)
         pi = paid.payment_intent
+        assert isinstance(pi, str)
         await sandbox.sdk.v1.refunds.create_async({"payment_intent": pi, "amount": 300})
         failing = await sandbox.sdk.v1.refunds.create_async({"payment_intent": pi, "amount": 200})
         await sandbox.sdk_control(f"/_sandbox/refunds/{failing.id}/fail")

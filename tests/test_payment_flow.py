@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stripe
 
 from hero_onboarding.config import Settings, load_settings
 from hero_onboarding.mycelium.messages import SandboxOutbox
@@ -263,8 +264,11 @@ async def test_the_checkout_carries_who_pays_and_where_to_come_back(shop: Shop) 
     assert session.currency == "usd"
     assert session.client_reference_id == account["sid"]
     expected = {"sid": account["sid"], "address": account["mycelium_address"]}
+    assert session.metadata is not None
     assert session.metadata.to_dict() == expected
+    assert session.adaptive_pricing is not None
     assert session.adaptive_pricing.enabled is False
+    assert session.line_items is not None
     assert session.line_items.data[0].description == "Hero credits"
     public = shop.settings.public_url
     assert session.success_url == f"{public}/payment/return?session_id={{CHECKOUT_SESSION_ID}}"
@@ -278,6 +282,7 @@ async def test_the_checkout_carries_who_pays_and_where_to_come_back(shop: Shop) 
     paid = await shop.sandbox.sdk.v1.checkout.sessions.retrieve_async(
         checkout_id, {"expand": ["payment_intent"]}
     )
+    assert isinstance(paid.payment_intent, stripe.PaymentIntent)
     assert paid.payment_intent.metadata.to_dict() == expected
 
 

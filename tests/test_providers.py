@@ -19,6 +19,8 @@ from hero_onboarding.config import ProviderName, Secrets, Settings, load_setting
 from hero_onboarding.daemon.app import create_app
 from hero_onboarding.mycelium.messages import SandboxOutbox
 from hero_onboarding.payments.base import (
+    Checkout,
+    CheckoutRequest,
     EventKind,
     InvalidSignature,
     PageHost,
@@ -27,6 +29,7 @@ from hero_onboarding.payments.base import (
     ProviderParts,
 )
 from hero_onboarding.payments.providers import REGISTRY, build_providers
+from hero_onboarding.payments.stripe_provider import StripeCheckouts
 from hero_onboarding.primitives import Secret, StartupError
 from hero_onboarding.store import Store, deliveries
 from tests.conftest import SERVER_LOGIN_KEY, SIGNING_SECRET, build_app
@@ -93,6 +96,7 @@ async def test_both_daemons_get_the_configured_provider_timeout(tmp_path: Path) 
         settings = settings_for(tmp_path, stripe_api_base=url, provider_timeout_s="1")
         providers = build_providers(settings, Secrets(stripe_secret_key=Secret(API_KEY)))
         try:
+            assert isinstance(providers.reconciler, StripeCheckouts)
             assert providers.reconciler is providers.checkouts  # one client, one timeout
             started = time.monotonic()
             with pytest.raises(ProviderError):
@@ -167,6 +171,12 @@ class PagedProvider:
             return web.Response(text=f"paying as {await host.buyer(request)}")
 
         return [web.get("/payment/other/page", page)]
+
+    async def create_checkout(self, request: CheckoutRequest) -> Checkout:
+        raise NotImplementedError  # nothing is sold in these tests
+
+    async def retrieve_checkout(self, checkout_id: str) -> ProviderEvent | None:
+        raise NotImplementedError
 
     async def close(self) -> None:
         pass

@@ -244,6 +244,8 @@ async def test_a_payment_whose_webhook_always_fails_is_credited_by_the_schedule(
         assert actor == f"hero_onboarding_admin schedule (pid {installation.admin.pid})"
         [(trigger, counts)] = crediting
         assert trigger == "schedule"
+        assert isinstance(params, str)
+        assert isinstance(counts, str)
         assert json.loads(params)["run_id"] > 1  # not the boot run: a later tick found it
         assert json.loads(counts)["checked"] == 1
 
@@ -546,9 +548,9 @@ async def test_the_first_run_comes_soon_after_boot_then_every_interval(store: St
         third = time.monotonic() - started
     assert first < 0.5  # not a full interval after boot
     assert third >= 0.05 * 0.9 + 2 * 1.0 * 0.9  # then one per (jittered) interval
-    runs = await store.read(reconcile_runs.count_by_outcome)
-    assert runs[RunOutcome.OK] >= 3
-    assert runs[RunOutcome.RUNNING] == 0
+    outcomes = await store.read(reconcile_runs.count_by_outcome)
+    assert outcomes[RunOutcome.OK] >= 3
+    assert outcomes[RunOutcome.RUNNING] == 0
 
 
 async def test_stopping_the_schedule_mid_run_leaves_it_recorded_as_interrupted(

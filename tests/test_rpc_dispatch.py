@@ -14,6 +14,7 @@ from hero_onboarding.admin.methods import AdminContext, build_registry
 from hero_onboarding.rpc.dispatch import Reply, dispatch
 from hero_onboarding.rpc.registry import _strict_validator
 
+scalars: st.SearchStrategy[bool | int | str | float | None]
 scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=8)
 scalars |= st.floats(allow_nan=False, allow_infinity=False)
 json_values = st.recursive(

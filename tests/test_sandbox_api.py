@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from typing import Any
 
 import aiohttp
 import pytest
 import stripe
+from stripe.params import RefundCreateParams
 
 from hero_onboarding.primitives import Secret
 from tests.conftest import sandbox_config, start_sandbox
@@ -33,11 +35,13 @@ async def test_create_retrieve_list_expire_with_the_async_sdk(
     assert created.currency == "usd"
     assert created.url == f"{sandbox.url}/c/pay/{created.id}"
     assert created.client_reference_id == "sid-1"
+    assert created.metadata is not None
     assert created.metadata.to_dict() == {"sid": "sid-1", "address": "4a1::1"}
     assert created.expires_at == pytest.approx(created.created + 24 * 3600, abs=2)
 
     fetched = await sessions.retrieve_async(created.id, {"expand": ["line_items"]})
     assert fetched.id == created.id
+    assert fetched.line_items is not None
     assert [item.description for item in fetched.line_items.data] == ["Hero credits"]
 
     second = await sessions.create_async(session_params(client_reference_id="sid-2"))
@@ -56,6 +60,7 @@ async def test_create_retrieve_list_expire_with_the_async_sdk(
         await sessions.expire_async(created.id)
     events = await stripe_client.v1.events.list_async({"type": "checkout.session.expired"})
     assert [e.data.object.id for e in events.data] == [created.id]
+    assert events.data[0].request is not None
     assert events.data[0].request.idempotency_key is not None  # caused by our API call
 
 
@@ -137,13 +142,14 @@ async def test_bad_params_get_stripes_error_shape(
     message: str,
 ) -> None:
     params = {k: v for k, v in session_params(**overrides).items() if v is not None}
-    with pytest.raises(stripe.InvalidRequestError) as caught:
-        await stripe_client.v1.checkout.sessions.create_async(params)
+    with pytest.raises(stripe.InvalidRequestError) as caught:  # bad params on purpose:
+        await stripe_client.v1.checkout.sessions.create_async(params)  # type: ignore[arg-type]
     error = caught.value
     assert error.http_status in (400, 404)
     assert error.param == param
     assert error.code == code
     assert message in error.user_message
+    assert isinstance(error.json_body, dict)
     assert error.json_body["error"]["type"] == "invalid_request_error"
 
 
@@ -278,7 +284,7 @@ async def test_unknown_routes_and_bodies_get_stripe_errors_not_tracebacks(
 async def test_a_sandbox_bug_is_a_500_api_error_without_a_traceback(
     sandbox: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(query: object) -> object:
+    def broken(query: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("secret internals")
 
     sandbox.engine.list_events = broken  # type: ignore[method-assign]
@@ -299,7 +305,7 @@ async def test_a_change_cancelled_before_its_answer_keeps_its_idempotent_answer(
     retry with the same key replays a 500 instead of creating a second session or hanging on
     409 "in progress" for the key's whole lifetime."""
 
-    def cancelled(session: object, expand: object) -> object:
+    def cancelled(session: dict[str, Any], expand: list[str]) -> dict[str, Any]:
         raise asyncio.CancelledError
 
     sandbox.engine.render_session = cancelled  # type: ignore[method-assign]
@@ -339,6 +345,7 @@ async def test_payment_intents_and_events_can_be_fetched(
         created.id, {"expand": ["payment_intent"]}
     )
     intent = paid.payment_intent
+    assert isinstance(intent, stripe.PaymentIntent)
     assert intent.object == "payment_intent"
     assert intent.status == "succeeded"
     assert intent.amount == intent.amount_received == 1000
@@ -372,6 +379,7 @@ async def test_refunds_emit_charge_refunded_with_a_running_total(
     created = await stripe_client.v1.checkout.sessions.create_async(session_params())
     await sandbox.pay(created.url)
     paid = await stripe_client.v1.checkout.sessions.retrieve_async(created.id)
+    assert isinstance(paid.payment_intent, str)
 
     first = await stripe_client.v1.refunds.create_async(
         {"payment_intent": paid.payment_intent, "amount": 300}
@@ -481,6 +489,7 @@ async def test_expanding_what_cannot_be_expanded_is_refused(
     session = await sandbox.new_session()
     await sandbox.pay(session.url)
     paid = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
+    assert isinstance(paid.payment_intent, str)
     with pytest.raises(stripe.InvalidRequestError, match="cannot be expanded"):
         await stripe_client.v1.payment_intents.retrieve_async(
             paid.payment_intent, {"expand": ["customer"]}
@@ -488,7 +497,9 @@ async def test_expanding_what_cannot_be_expanded_is_refused(
     listed = await stripe_client.v1.checkout.sessions.list_async(
         {"expand": ["data.payment_intent"]}
     )
-    assert listed.data[0].payment_intent.id == paid.payment_intent
+    expanded = listed.data[0].payment_intent
+    assert isinstance(expanded, stripe.PaymentIntent)
+    assert expanded.id == paid.payment_intent
     with pytest.raises(stripe.InvalidRequestError) as caught:
         await stripe_client.v1.checkout.sessions.list_async(
             {"starting_after": session.id, "ending_before": session.id}
@@ -508,17 +519,19 @@ async def test_a_change_whose_save_failed_is_never_run_twice(
         session = await harness.new_session()
         await harness.pay(session.url)
         paid = await harness.sdk.v1.checkout.sessions.retrieve_async(session.id)
+        assert isinstance(paid.payment_intent, str)
         (state_dir / "state.json").unlink()
         state_dir.rmdir()
         state_dir.write_text("a file where the state directory was")  # every save now fails
 
         refunds = harness.sdk.v1.refunds
-        params = {"payment_intent": paid.payment_intent, "amount": 400}
+        params: RefundCreateParams = {"payment_intent": paid.payment_intent, "amount": 400}
         with pytest.raises(stripe.APIError) as first:
             await refunds.create_async(params, {"idempotency_key": "refund-1"})
         assert first.value.http_status == 500
         with pytest.raises(stripe.APIError):  # the SDK retried twice already; so does a person
             await refunds.create_async(params, {"idempotency_key": "refund-1"})
+        assert isinstance(first.value.json_body, dict)
         assert first.value.json_body["error"]["message"] == "An unknown error occurred"
         assert len(harness.engine.state.refunds) == 1
         charge = harness.engine.state.charges[

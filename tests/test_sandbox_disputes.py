@@ -30,6 +30,7 @@ async def test_the_fraudulent_test_card_pays_then_is_disputed(
     intent_id = await sandbox.paid_intent(DISPUTED_CARD)
     intent = await stripe_client.v1.payment_intents.retrieve_async(intent_id)
     assert intent.status == "succeeded"
+    assert isinstance(intent.latest_charge, str)
     charge = await stripe_client.v1.charges.retrieve_async(intent.latest_charge)
     assert charge.disputed is True
 
@@ -42,6 +43,7 @@ async def test_the_fraudulent_test_card_pays_then_is_disputed(
     assert dispute.charge == charge.id
     assert dispute.is_charge_refundable is False
     assert [t.amount for t in dispute.balance_transactions] == [-1000]
+    assert dispute.evidence_details.due_by is not None
     assert dispute.evidence_details.due_by > dispute.created
     await wait_for_types(receiver, "charge.dispute.created", "charge.dispute.funds_withdrawn")
     assert dispute_events(sandbox, dispute.id) == [
@@ -120,7 +122,10 @@ async def test_evidence_is_staged_then_submitted_for_review(
     )
     assert reviewed.status == "warning_under_review"
     with pytest.raises(stripe.InvalidRequestError, match="unknown parameter"):
-        await stripe_client.v1.disputes.update_async(inquiry.id, {"evidence": {"mood": "calm"}})
+        await stripe_client.v1.disputes.update_async(
+            inquiry.id,
+            {"evidence": {"mood": "calm"}},  # type: ignore[arg-type]  # unknown on purpose
+        )
 
 
 async def _arrived(receiver: Receiver, event_type: str, count: int) -> bool:
@@ -156,6 +161,8 @@ async def test_an_inquiry_opens_as_a_warning_and_closes_as_one(
     intent_id = await sandbox.paid_intent(INQUIRY_CARD)
     [inquiry] = (await stripe_client.v1.disputes.list_async({"payment_intent": intent_id})).data
     assert (inquiry.status, inquiry.balance_transactions) == ("warning_needs_response", [])
+    assert inquiry.payment_method_details is not None
+    assert inquiry.payment_method_details.card is not None
     assert inquiry.payment_method_details.card.case_type == "inquiry"
     refund = await stripe_client.v1.refunds.create_async(
         {"payment_intent": intent_id, "amount": 100}

@@ -9,10 +9,12 @@ import asyncio
 import json
 import signal
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import stripe
 from aiohttp import web
+from stripe.params.checkout import SessionCreateParams
 
 from hero_onboarding.primitives import Secret
 from hero_onboarding.sandbox.config import SandboxConfig, WebhookEndpoint
@@ -52,6 +54,7 @@ async def test_versions_the_sandbox_does_not_render_are_refused(
             session_params(), {"stripe_version": version}
         )
     assert caught.value.http_status == 400
+    assert caught.value.error is not None
     assert caught.value.error.type == "invalid_request_error"
     assert str(caught.value.user_message).startswith(message)
     assert sandbox.engine.state.sessions == {}  # refused before anything happened
@@ -83,10 +86,12 @@ async def test_sessions_expand_customer_and_intents_expand_latest_charge(
     intent = await stripe_client.v1.payment_intents.retrieve_async(
         intent_id, {"expand": ["latest_charge"]}
     )
-    assert intent.latest_charge.object == "charge"  # schema-checked by the fixture's hook
-    assert (intent.latest_charge.payment_intent, intent.latest_charge.paid) == (intent_id, True)
+    charge = intent.latest_charge
+    assert isinstance(charge, stripe.Charge)
+    assert charge.object == "charge"  # schema-checked by the fixture's hook
+    assert (charge.payment_intent, charge.paid) == (intent_id, True)
     plain = await stripe_client.v1.payment_intents.retrieve_async(intent_id)
-    assert plain.latest_charge == intent.latest_charge.id
+    assert plain.latest_charge == charge.id
 
 
 async def test_payment_intent_created_comes_first(
@@ -111,12 +116,15 @@ async def test_the_same_params_in_another_order_replay(
     first = await stripe_client.v1.checkout.sessions.create_async(
         params, {"idempotency_key": "same"}
     )
-    reordered = dict(reversed(list(params.items())))
-    reordered["metadata"] = dict(reversed(list(params["metadata"].items())))
+    metadata = params["metadata"]
+    assert isinstance(metadata, dict)
+    reordered: dict[str, Any] = dict(reversed(list(params.items())))
+    reordered["metadata"] = dict(reversed(list(metadata.items())))
     again = await stripe_client.v1.checkout.sessions.create_async(
-        reordered, {"idempotency_key": "same"}
+        cast("SessionCreateParams", reordered), {"idempotency_key": "same"}
     )
     assert again.id == first.id
+    assert again.last_response is not None
     assert again.last_response.headers.get("Idempotent-Replayed") == "true"
     assert len(sandbox.engine.state.sessions) == 1
     with pytest.raises(stripe.IdempotencyError) as caught:
@@ -124,6 +132,7 @@ async def test_the_same_params_in_another_order_replay(
             session_params(metadata={"sid": "sid-1"}), {"idempotency_key": "same"}
         )
     assert caught.value.http_status == 400
+    assert caught.value.error is not None
     assert caught.value.error.type == "idempotency_error"
 
 

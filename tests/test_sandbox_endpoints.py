@@ -7,11 +7,13 @@ deleted_webhook_endpoint from Stripe's spec), asserted empty when each harness c
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final, cast
 
 import pytest
 import stripe
 from aiohttp import web
+from stripe import RequestOptions
+from stripe.params import WebhookEndpointCreateParams
 
 from hero_onboarding.payments.base import EventKind
 from hero_onboarding.payments.stripe_api import API_VERSION, HANDLED_EVENT_TYPES
@@ -22,7 +24,7 @@ from hero_onboarding.sandbox.state import SandboxState
 from tests.conftest import sandbox_config, start_sandbox
 from tests.sandbox_kit import Harness, Receiver, wait_for_types
 
-OLDER_VERSION = "2026-07-29.dahlia"  # in the spec's enum, older than the SDK's
+OLDER_VERSION: Final = "2026-07-29.dahlia"  # in the spec's enum, older than the SDK's
 
 
 @pytest.fixture
@@ -43,8 +45,14 @@ async def receiver_at(aiohttp_server) -> Receiver:
     return recording
 
 
-def endpoint_params(url: str = "https://shop.example/webhooks/stripe", **extra: Any) -> dict:
-    return {"url": url, "enabled_events": list(HANDLED_EVENT_TYPES), **extra}
+def endpoint_params(
+    url: str = "https://shop.example/webhooks/stripe", **extra: Any
+) -> WebhookEndpointCreateParams:
+    """An endpoint's create params; `extra` is not type-checked, so it may be bad on purpose."""
+    return cast(
+        "WebhookEndpointCreateParams",
+        {"url": url, "enabled_events": list(HANDLED_EVENT_TYPES), **extra},
+    )
 
 
 async def test_create_retrieve_update_list_delete_as_stripe_does(bare: Harness) -> None:
@@ -57,6 +65,7 @@ async def test_create_retrieve_update_list_delete_as_stripe_does(bare: Harness) 
         )
     )
     assert created.id.startswith("we_")
+    assert created.secret is not None
     assert created.secret.startswith("whsec_")
     assert len(created.secret) > 30
     assert created.object == "webhook_endpoint"
@@ -138,8 +147,8 @@ async def test_lists_page_newest_first_and_auto_paging_sees_every_one(bare: Harn
 async def test_bad_creates_get_stripes_error_and_store_nothing(
     bare: Harness, params: dict, param: str, code: str | None
 ) -> None:
-    with pytest.raises(stripe.InvalidRequestError) as refused:
-        await bare.sdk.v1.webhook_endpoints.create_async(params)
+    with pytest.raises(stripe.InvalidRequestError) as refused:  # bad params on purpose:
+        await bare.sdk.v1.webhook_endpoints.create_async(params)  # type: ignore[arg-type]
     assert refused.value.http_status == 400
     assert refused.value.param == param
     assert refused.value.code == code
@@ -161,13 +170,13 @@ async def test_an_endpoints_api_version_cannot_be_updated(bare: Harness) -> None
     with pytest.raises(stripe.InvalidRequestError) as refused:
         await bare.sdk.v1.webhook_endpoints.update_async(
             created.id,
-            {"api_version": API_VERSION},
+            {"api_version": API_VERSION},  # type: ignore[arg-type]  # not updatable, on purpose
         )
     assert (refused.value.param, refused.value.code) == ("api_version", "parameter_unknown")
     with pytest.raises(stripe.InvalidRequestError) as empty:
         await bare.sdk.v1.webhook_endpoints.update_async(
             created.id,
-            {"enabled_events": ""},  # what unsetting sends
+            {"enabled_events": ""},  # type: ignore[arg-type]  # what unsetting sends
         )
     assert empty.value.param == "enabled_events"
     with pytest.raises(stripe.InvalidRequestError) as unknown:
@@ -177,7 +186,7 @@ async def test_an_endpoints_api_version_cannot_be_updated(bare: Harness) -> None
 
 
 async def test_a_replayed_create_answers_the_same_endpoint_and_secret(bare: Harness) -> None:
-    options = {"idempotency_key": "setup-1"}
+    options: RequestOptions = {"idempotency_key": "setup-1"}
     first = await bare.sdk.v1.webhook_endpoints.create_async(endpoint_params(), options)
     again = await bare.sdk.v1.webhook_endpoints.create_async(endpoint_params(), options)
     assert (again.id, again.secret) == (first.id, first.secret)
@@ -231,6 +240,7 @@ async def test_each_endpoint_gets_its_events_signed_with_its_secret_in_its_versi
     assert stored["api_version"] == API_VERSION  # /v1/events keeps the account's version
 
     paid = everything.of_type("checkout.session.completed")[0]
+    assert wide.secret is not None
     parsed = StripeWebhooks([Secret(wide.secret)]).parse_webhook(paid.body.encode(), paid.headers)
     assert (parsed.kind, parsed.checkout_id) == (EventKind.PAID, session.id)
     assert paid.event["api_version"] == API_VERSION  # no api_version: the account's default

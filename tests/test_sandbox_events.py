@@ -122,6 +122,6 @@ async def test_types_as_the_bracket_array_of_a_raw_request(sandbox: Harness) -> 
 async def test_bad_event_queries_get_stripes_errors(
     stripe_client: stripe.StripeClient, query: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(stripe.InvalidRequestError) as caught:
-        await stripe_client.v1.events.list_async(query)
+    with pytest.raises(stripe.InvalidRequestError) as caught:  # bad queries on purpose:
+        await stripe_client.v1.events.list_async(query)  # type: ignore[arg-type]
     assert message in str(caught.value.user_message)

@@ -49,7 +49,9 @@ async def test_paying_with_4242_completes_the_session_and_redirects(
     assert response.location == (f"https://shop.example/payment/return?session_id={session.id}")
     paid = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
     assert (paid.status, paid.payment_status, paid.url) == ("complete", "paid", None)
+    assert paid.customer_details is not None
     assert paid.customer_details.email == "buyer@example.com"
+    assert isinstance(paid.payment_intent, str)
     assert paid.payment_intent.startswith("pi_")
 
     await wait_for_types(receiver, "checkout.session.completed", "payment_intent.succeeded")
@@ -157,6 +159,7 @@ async def test_bank_payment_completes_unpaid_then_settles(
         session.id, {"expand": ["payment_intent"]}
     )
     assert (pending.status, pending.payment_status) == ("complete", "unpaid")
+    assert isinstance(pending.payment_intent, stripe.PaymentIntent)
     assert pending.payment_intent.status == "processing"
     await wait_for_types(receiver, "checkout.session.completed")
 
@@ -184,6 +187,8 @@ async def test_a_failing_bank_account_ends_in_async_payment_failed(
         session.id, {"expand": ["payment_intent"]}
     )
     assert failed.payment_status == "unpaid"
+    assert isinstance(failed.payment_intent, stripe.PaymentIntent)
+    assert failed.payment_intent.last_payment_error is not None
     assert failed.payment_intent.last_payment_error.code == "insufficient_funds"
 
 
@@ -245,6 +250,7 @@ async def test_an_unreadable_form_is_a_400_page(
     sandbox: Harness, stripe_client: stripe.StripeClient, body: bytes, content_type: str
 ) -> None:
     session = await new_session(stripe_client)
+    assert session.url is not None
     async with sandbox.http.post(
         session.url, data=body, headers={"Content-Type": content_type}
     ) as response:
@@ -270,4 +276,5 @@ async def test_an_email_the_merchant_gave_is_locked(
     assert 'value="known@example.com" readonly' in html
     await sandbox.pay(session.url, email="someone-else@example.com")
     paid = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
+    assert paid.customer_details is not None
     assert paid.customer_details.email == "known@example.com"

@@ -25,6 +25,7 @@ def test_sandbox_process_serves_the_sdk_and_survives_a_restart(tmp_path):
     client = stripe.StripeClient(API_KEY, base_addresses={"api": process.url})
     try:
         created = client.v1.checkout.sessions.create(session_params())
+        assert created.url is not None
         assert created.url.startswith(f"http://127.0.0.1:{port}/c/pay/cs_test_")
         with pytest.raises(stripe.AuthenticationError):
             stripe.StripeClient(

@@ -28,6 +28,7 @@ async def test_partial_then_full_refund_listed_retrieved_and_announced(
     intent_id = await sandbox.paid_intent()
     intent = await stripe_client.v1.payment_intents.retrieve_async(intent_id)
     charge_id = intent.latest_charge
+    assert isinstance(charge_id, str)
     refunds = stripe_client.v1.refunds
 
     first = await refunds.create_async(
@@ -37,6 +38,7 @@ async def test_partial_then_full_refund_listed_retrieved_and_announced(
         "refund", 300, "succeeded", charge_id,
     )  # fmt: skip
     assert first.payment_intent == intent_id
+    assert first.destination_details is not None
     assert first.destination_details.type == "card"
     rest = await refunds.create_async({"charge": charge_id, "metadata": {"ticket": "T-1"}})
     assert rest.amount == 700  # no amount: the rest of the charge
@@ -84,6 +86,7 @@ async def test_a_failed_refund_gives_the_money_back_to_the_charge(
     assert (failed.status, failed.failure_reason) == ("failed", "lost_or_stolen_card")
     fetched = await stripe_client.v1.refunds.retrieve_async(refund.id)
     assert fetched.status == "failed"
+    assert isinstance(refund.charge, str)
     charge = await stripe_client.v1.charges.retrieve_async(refund.charge)
     assert (charge.amount_refunded, charge.refunded) == (0, False)
 
@@ -163,6 +166,7 @@ async def test_the_refund_failure_test_card_fails_its_refunds_on_its_own(
     fetched = await stripe_client.v1.refunds.retrieve_async(refund.id)
     assert fetched.failure_reason == "expired_or_canceled_card"
     await wait_for_types(receiver, "refund.failed")
+    assert isinstance(refund.charge, str)
     charge = await stripe_client.v1.charges.retrieve_async(refund.charge)
     assert charge.amount_refunded == 0
 
@@ -189,8 +193,8 @@ async def test_bad_refund_requests_get_stripes_errors(
     intent_id = await sandbox.paid_intent()
     if "amount" in params or "reason" in params:
         params = {"payment_intent": intent_id, **params}
-    with pytest.raises(stripe.InvalidRequestError) as caught:
-        await stripe_client.v1.refunds.create_async(params)
+    with pytest.raises(stripe.InvalidRequestError) as caught:  # bad params on purpose:
+        await stripe_client.v1.refunds.create_async(params)  # type: ignore[arg-type]
     assert (caught.value.http_status, caught.value.code) == (status, code)
     assert message in str(caught.value.user_message)
     assert sandbox.engine.state.refunds == {}

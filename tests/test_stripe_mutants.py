@@ -278,7 +278,13 @@ def test_a_reversal_without_its_figures_is_refused(missing):
 
 def test_a_listed_refund_that_is_not_an_object_is_refused():
     evt = event(
-        "charge.refunded", charge(payment_intent="pi_1", amount=10, amount_refunded=1, refunds=[7])
+        "charge.refunded",
+        charge(
+            payment_intent="pi_1",
+            amount=10,
+            amount_refunded=1,
+            refunds=[7],  # type: ignore[list-item]  # not an object, on purpose
+        ),
     )
     with pytest.raises(InvalidPayload, match=r"^charge.refunded: a refund that is not an object$"):
         normalise_event(evt)
@@ -434,6 +440,7 @@ def test_a_session_that_cannot_be_read_is_reported_not_fatal():
 def test_an_unreadable_session_with_an_odd_id_gives_no_checkout_id():
     session = _session(id=5, amount_total=None)
     got = session_event(session, source="reconcile")
+    assert got is not None
     assert (got.kind, got.checkout_id, got.event_id) == (
         EventKind.IGNORED,
         None,
@@ -549,7 +556,9 @@ async def test_create_checkout_asks_stripe_for_exactly_our_checkout(sandbox_only
     assert made.url.startswith("http")
     assert (session.mode, session.amount_total, session.currency) == ("payment", 2500, "eur")
     assert session.client_reference_id == "sid-9"
+    assert session.adaptive_pricing is not None
     assert session.adaptive_pricing.enabled is False  # our price, in our currency
+    assert session.metadata is not None
     assert session.metadata.to_dict() == {"sid": "sid-9", "address": "4a1::9"}
     assert session.success_url == request.success_url
     assert session.cancel_url == request.cancel_url
@@ -584,7 +593,7 @@ async def test_reconcile_reads_every_page_of_more_than_a_hundred_sessions(sandbo
         await client.close()
     paid = [e.checkout_id for e in reported if e.kind is EventKind.PAID]
     assert len(paid) == len(reported) == 102
-    assert sorted(paid) == sorted(ids)  # each once: the pages neither overlap nor skip
+    assert sorted(paid, key=str) == sorted(ids)  # each once: the pages neither overlap nor skip
     assert all(e.event_id == f"reconcile:{e.checkout_id}" for e in reported)
 
 
@@ -593,6 +602,7 @@ async def test_reconcile_reads_only_the_period_asked_and_reversals_oldest_first(
 ):
     before = await paid_session(clocked_sandbox, "sid-old")
     old = await clocked_sandbox.sdk.v1.checkout.sessions.retrieve_async(before)
+    assert isinstance(old.payment_intent, str)
     await clocked_sandbox.sdk.v1.refunds.create_async(
         {"payment_intent": old.payment_intent, "amount": 50}
     )
@@ -602,6 +612,7 @@ async def test_reconcile_reads_only_the_period_asked_and_reversals_oldest_first(
     pending = await clocked_sandbox.new_session(client_reference_id="sid-bank")
     assert (await clocked_sandbox.pay_by_bank(pending.url)).status == 303  # complete, unpaid
     new = await clocked_sandbox.sdk.v1.checkout.sessions.retrieve_async(after)
+    assert isinstance(new.payment_intent, str)
     first = await clocked_sandbox.sdk.v1.refunds.create_async(
         {"payment_intent": new.payment_intent, "amount": 100}
     )

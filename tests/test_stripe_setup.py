@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Final
 
 import pytest
 import stripe
@@ -30,7 +31,7 @@ from tests.waiting import wait_until
 E = "hero-onboarding: error: "
 PUBLIC = "https://shop.example"
 HOOK = PUBLIC + "/webhooks/stripe"
-OLDER_VERSION = "2026-07-29.dahlia"
+OLDER_VERSION: Final = "2026-07-29.dahlia"
 
 
 @dataclass
@@ -251,6 +252,7 @@ def test_the_printed_secret_verifies_what_the_account_delivers(
     assert created.code == 0, created.err
     secret = created.secret()
     paid = account.sdk.v1.checkout.sessions.create(session_params())
+    assert paid.url is not None
     page = urllib.parse.urlsplit(paid.url)
     browser = http.client.HTTPConnection(page.netloc, timeout=10)
     form = urllib.parse.urlencode(card_form())

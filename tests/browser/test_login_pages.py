@@ -36,7 +36,9 @@ async def test_a_new_user_logs_in_with_the_sandbox_outbox_and_out_again(
 
     await page.get_by_role("link", name="Open the sandbox outbox").click()
     message = await page.get_by_test_id("message").first.inner_text()
-    code = re.search(r"[0-9A-Z]{5}-[0-9A-Z]{5}", message).group(0)
+    found = re.search(r"[0-9A-Z]{5}-[0-9A-Z]{5}", message)
+    assert found is not None, message
+    code = found.group(0)
 
     await page.goto(verify_url)
     await page.get_by_label("Login code").fill("WRONG-CODE0")

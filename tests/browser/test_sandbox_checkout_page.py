@@ -31,6 +31,7 @@ async def test_a_buyer_pays_with_4242_and_returns_to_the_merchant(
     session = await sandbox.new_session(
         success_url=f"{return_url}?session_id={{CHECKOUT_SESSION_ID}}"
     )
+    assert session.url is not None
 
     await page.goto(session.url)
     await expect(page.get_by_test_id("amount")).to_have_text("10.00 USD")
@@ -48,6 +49,7 @@ async def test_a_declined_card_shows_the_error_and_the_buyer_can_retry(
     page: Page, sandbox: Harness, receiver: Receiver
 ) -> None:
     session = await sandbox.new_session()
+    assert session.url is not None
     await page.goto(session.url)
     await fill_card(page, "4000 0000 0000 0002")
     await page.get_by_role("button", name="Pay 10.00 USD").click()
