@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import stripe
 
-from hero_onboarding.config import ConfigError, load_settings
+from hero_onboarding.config import ConfigError, ProviderName, load_settings
 from hero_onboarding.control.secrets import SecretLookup, SecretsError, server_secrets
 from hero_onboarding.daemon.keyed_locks import KeyedLocks
 from hero_onboarding.daemon.recent import RecentAsks
@@ -124,7 +124,7 @@ def test_the_provider_is_asked_once_per_interval_per_checkout() -> None:
 
 def test_stripe_needs_both_secrets_and_the_stub_neither() -> None:
     def secrets(env: dict[str, str], provider: str):
-        return server_secrets(SecretLookup.from_env(env), provider=provider)
+        return server_secrets(SecretLookup.from_env(env), provider=ProviderName(provider))
 
     both = {"STRIPE_WEBHOOK_SIGNING_KEY": SIGNING_SECRET, "STRIPE_SANDBOX_SECRET_KEY": "sk_x"}
     assert secrets(both, "stripe").stripe_secret_key is not None
