@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import apsw
+import psutil
 import pytest
 import stripe
 from aiohttp import web
@@ -62,6 +64,54 @@ def processes_only_when_marked(
         raise AssertionError(f"{name} starts a process: mark it @pytest.mark.process")
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A process a test started is gone once the test's own fixtures are torn down.
+
+    Set up before the test's fixtures (and after wider-scoped ones, whose processes count as
+    already there), so its check runs after their teardown. A leftover is killed and fails the
+    test by its command line: a leaked daemon holds ports and files into later tests.
+    """
+    if not (
+        request.node.get_closest_marker("process") or request.node.get_closest_marker("browser")
+    ):
+        yield
+        return
+    me = psutil.Process()
+    before = {child.pid for child in me.children(recursive=True)}
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        left = [
+            child
+            for child in me.children(recursive=True)
+            if child.pid not in before and _running(child)
+        ]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if left:
+        shown = [" ".join(_cmdline(child))[:200] for child in left]
+        for child in left:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        pytest.fail(f"{len(left)} process(es) outlived the test: {shown}")
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return [f"pid {process.pid}"]
 
 
 @pytest.fixture(autouse=True)

@@ -115,9 +115,11 @@ def installation(tmp_path: Path) -> Iterator[Installation]:
             what="the admin daemon listens",
         )
         assert admin.poll() is None, admin_log.read_text()
-        yield Installation(
+        installed = Installation(
             sandbox, server, admin, admin_log, env, socket_path, sandbox_args, tmp_path
         )
+        yield installed
+        started.append(installed.sandbox)  # a test may have replaced it: stop the one running
     finally:
         for process in reversed(started):
             popen = process if isinstance(process, subprocess.Popen) else process.process
